@@ -1,0 +1,19 @@
+"""The fallback for any op no handler understands: its channels are frozen, with the reason."""
+
+from __future__ import annotations
+
+from .base import OpHandler
+
+
+class LeafHandler(OpHandler):
+    def propagate(self, node, ctx) -> None:
+        domain = f"{node.domain}." if node.domain not in (None, "", "ai.onnx") else ""
+        self.freeze_node(node, ctx, f"{domain}{node.op} '{node.name}' is not supported")
+
+    @staticmethod
+    def freeze_node(node, ctx, reason: str) -> None:
+        ctx.freeze_inputs(node, reason)
+        ctx.leaves.setdefault(node.name, reason)
+
+
+LEAF = LeafHandler()

@@ -1,0 +1,73 @@
+"""Calibration/training data: `.npz` arrays named after the graph inputs, checked against the model."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from .errors import DataError
+
+
+def load_arrays(data: str | os.PathLike | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    if isinstance(data, Mapping):
+        return {k: np.asarray(v) for k, v in data.items()}
+    path = Path(data)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if path.is_dir():
+        from .images import load_image_folder  # optional path, only for folders of images
+
+        return load_image_folder(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not hasattr(npz, "files"):
+                raise DataError(f"{path}: expected an .npz archive of named arrays, got a single array")
+            return {k: npz[k] for k in npz.files}
+    except DataError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__})") from None
+
+
+def check_inputs(arrays: dict[str, np.ndarray], loaded, labels: str | None = None) -> tuple[dict, np.ndarray | None, int]:
+    """Validate data against the model's inputs; returns (inputs, labels, number of samples)."""
+    specs = {s.name: s for s in loaded.inputs}
+    missing = [n for n in specs if n not in arrays]
+    if missing:
+        raise DataError(f"data has no array for model input(s) {missing}; arrays present: {sorted(arrays)}")
+    if labels is not None and labels not in arrays:
+        raise DataError(f"--labels '{labels}' is not an array in the data; arrays present: {sorted(arrays)}")
+    inputs = {}
+    n = None
+    for name, spec in specs.items():
+        a = arrays[name]
+        static = loaded.static_inputs[name]
+        if a.ndim != len(static) or a.shape[1:] != tuple(static[1:]):
+            raise DataError(f"data '{name}' has shape {tuple(a.shape)}, the model expects "
+                            f"(N, {', '.join(map(str, static[1:]))})")
+        if a.shape[0] == 0:
+            raise DataError(f"data '{name}' is empty")
+        want = spec.dtype
+        if a.dtype != want:
+            if np.issubdtype(a.dtype, np.floating) and np.issubdtype(want, np.floating):
+                a = a.astype(want)
+            elif np.issubdtype(a.dtype, np.integer) and np.issubdtype(want, np.integer):
+                a = a.astype(want)
+            else:
+                raise DataError(f"data '{name}' has dtype {a.dtype}, the model expects {want}")
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            raise DataError(f"data '{name}' contains NaN or Inf")
+        if n is not None and a.shape[0] != n:
+            raise DataError(f"data arrays have different numbers of samples ({n} and {a.shape[0]})")
+        n = a.shape[0]
+        inputs[name] = a
+    y = None
+    if labels is not None:
+        y = np.asarray(arrays[labels])
+        if y.shape[0] != n:
+            raise DataError(f"labels '{labels}' have {y.shape[0]} samples, inputs have {n}")
+    return inputs, y, int(n)

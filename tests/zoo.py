@@ -1,0 +1,296 @@
+"""The test model zoo: small ONNX graphs built with onnx.helper, one per channel pattern.
+
+Every builder returns a ModelProto with random weights (seeded). `ZOO` maps a
+pattern name to its builder; tests run each through analyze → prune → verify.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+class GraphBuilder:
+    def __init__(self, name: str, opset: int = 17, seed: int = 0):
+        self.name, self.opset = name, opset
+        self.rng = np.random.default_rng(seed)
+        self.nodes, self.inits, self.inputs, self.outputs = [], [], [], []
+        self.count = 0
+
+    def _n(self, prefix):
+        self.count += 1
+        return f"{prefix}{self.count}"
+
+    def input(self, shape, name="input", dtype=TensorProto.FLOAT):
+        self.inputs.append(helper.make_tensor_value_info(name, dtype, shape))
+        return name
+
+    def const(self, arr, name=None):
+        name = name or self._n("c")
+        self.inits.append(numpy_helper.from_array(np.asarray(arr), name))
+        return name
+
+    def rand(self, *shape, scale=0.5):
+        return (self.rng.standard_normal(shape) * scale).astype(np.float32)
+
+    def op(self, op, inputs, n_out=1, **attrs):
+        outs = [self._n(op.lower()) for _ in range(n_out)]
+        self.nodes.append(helper.make_node(op, inputs, outs, name=self._n(op + "_"), **attrs))
+        return outs[0] if n_out == 1 else outs
+
+    def output(self, name, dtype=TensorProto.FLOAT):
+        self.outputs.append(helper.make_tensor_value_info(name, dtype, None))
+
+    # layers
+    def conv(self, x, cin, cout, k=3, stride=1, group=1, bias=True, pad=None):
+        pad = k // 2 if pad is None else pad
+        w = self.const(self.rand(cout, cin // group, k, k, scale=1.0 / np.sqrt(cin // group * k * k)))
+        ins = [x, w] + ([self.const(self.rand(cout, scale=0.1))] if bias else [])
+        return self.op("Conv", ins, kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4, group=group)
+
+    def bn(self, x, c):
+        return self.op("BatchNormalization", [
+            x, self.const(1 + self.rand(c, scale=0.2)), self.const(self.rand(c, scale=0.1)),
+            self.const(self.rand(c, scale=0.1)), self.const(1 + np.abs(self.rand(c, scale=0.2)))])
+
+    def cbr(self, x, cin, cout, k=3, stride=1, group=1, act="Relu", pad=None):
+        y = self.bn(self.conv(x, cin, cout, k, stride, group, bias=False, pad=pad), cout)
+        return self.op(act, [y]) if act else y
+
+    def gemm(self, x, k, n, trans_b=1):
+        w = self.rand(n, k, scale=1 / np.sqrt(k)) if trans_b else self.rand(k, n, scale=1 / np.sqrt(k))
+        return self.op("Gemm", [x, self.const(w), self.const(self.rand(n, scale=0.1))], transB=trans_b)
+
+    def matmul(self, x, k, n):
+        return self.op("MatMul", [x, self.const(self.rand(k, n, scale=1 / np.sqrt(k)))])
+
+    def head(self, x, c, classes=5):
+        p = self.op("GlobalAveragePool", [x])
+        f = self.op("Flatten", [p], axis=1)
+        return self.gemm(f, c, classes)
+
+    def build(self, *outs):
+        for o in outs:
+            self.output(o)
+        g = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", self.opset)], producer_name="zoo")
+        m.ir_version = 8
+        m = onnx.shape_inference.infer_shapes(m)
+        onnx.checker.check_model(m, full_check=True)
+        return m
+
+
+def conv_chain():
+    b = GraphBuilder("conv_chain")
+    x = b.input([1, 3, 16, 16])
+    y = b.cbr(x, 3, 16)
+    y = b.cbr(y, 16, 24, stride=2)
+    y = b.conv(y, 24, 8, k=1)
+    return b.build(b.head(y, 8))
+
+
+def grouped_and_depthwise():
+    b = GraphBuilder("grouped_and_depthwise")
+    x = b.input([1, 3, 12, 12])
+    y = b.cbr(x, 3, 16)
+    y = b.cbr(y, 16, 16, group=4)            # grouped
+    y = b.cbr(y, 16, 16, group=16)           # depthwise
+    y = b.cbr(y, 16, 32, group=16)           # depth multiplier 2
+    y = b.cbr(y, 32, 12, k=1)
+    return b.build(b.head(y, 12))
+
+
+def conv_transpose():
+    b = GraphBuilder("conv_transpose")
+    x = b.input([1, 3, 8, 8])
+    y = b.cbr(x, 3, 12)
+    w = b.const(b.rand(12, 10, 2, 2, scale=0.3))
+    y = b.op("ConvTranspose", [y, w, b.const(b.rand(10, scale=0.1))], kernel_shape=[2, 2], strides=[2, 2])
+    y = b.op("Relu", [y])
+    y = b.conv(y, 10, 4, k=1)
+    return b.build(y)
+
+
+def linear_layers():
+    b = GraphBuilder("linear_layers")
+    x = b.input([2, 10])
+    y = b.op("Relu", [b.gemm(x, 10, 16, trans_b=0)])
+    y = b.op("Tanh", [b.gemm(y, 16, 12, trans_b=1)])
+    y = b.op("Sigmoid", [b.matmul(y, 12, 8)])
+    y = b.op("Add", [y, b.const(b.rand(8))])
+    return b.build(b.matmul(y, 8, 3))
+
+
+def activations():
+    """Unary activations, PRelu with a per-channel slope, Erf-GELU, per-channel constants."""
+    b = GraphBuilder("activations")
+    x = b.input([1, 3, 8, 8])
+    y = b.conv(x, 3, 16)
+    y = b.op("Clip", [y, b.const(np.float32(-1)), b.const(np.float32(2))])
+    y = b.op("PRelu", [b.conv(y, 16, 16), b.const(b.rand(16, 1, 1))])
+    y = b.op("HardSigmoid", [b.conv(y, 16, 16)], alpha=0.2, beta=0.5)
+    y = b.op("HardSwish", [b.conv(y, 16, 16)])
+    y = b.op("LeakyRelu", [b.conv(y, 16, 16)], alpha=0.1)
+    z = b.conv(y, 16, 16)  # GELU as exported by torch: x * 0.5 * (1 + erf(x / sqrt(2)))
+    e = b.op("Erf", [b.op("Div", [z, b.const(np.float32(np.sqrt(2)))])])
+    y = b.op("Mul", [b.op("Mul", [z, b.op("Add", [e, b.const(np.float32(1))])]), b.const(np.float32(0.5))])
+    y = b.op("Mul", [y, b.const(b.rand(1, 16, 1, 1))])    # per-channel scale
+    y = b.op("Add", [y, b.const(b.rand(16, 1, 1))])       # per-channel bias, broadcast rank 3
+    y = b.op("Tanh", [y])
+    return b.build(b.conv(y, 16, 4, k=1))
+
+
+def residual():
+    b = GraphBuilder("residual")
+    x = b.input([1, 3, 12, 12])
+    s = b.cbr(x, 3, 16)
+    y = b.cbr(s, 16, 16)
+    y = b.cbr(y, 16, 16, act=None)
+    r = b.op("Relu", [b.op("Add", [s, y])])
+    y = b.cbr(r, 16, 16)
+    y = b.cbr(y, 16, 16, act=None)
+    r = b.op("Relu", [b.op("Add", [y, r])])
+    down = b.cbr(r, 16, 24, k=1, stride=2, act=None)
+    y = b.cbr(b.cbr(r, 16, 24, stride=2), 24, 24, act=None)
+    r = b.op("Relu", [b.op("Add", [y, down])])
+    return b.build(b.head(r, 24))
+
+
+def squeeze_excite():
+    b = GraphBuilder("squeeze_excite")
+    x = b.input([1, 3, 12, 12])
+    y = b.cbr(x, 3, 16)
+    p = b.op("GlobalAveragePool", [y])
+    s = b.op("Relu", [b.conv(p, 16, 4, k=1)])
+    s = b.op("Sigmoid", [b.conv(s, 4, 16, k=1)])
+    y = b.op("Mul", [y, s])
+    y2 = b.cbr(y, 16, 16)
+    m = b.op("ReduceMean", [y2], axes=[2, 3], keepdims=1)  # SE with ReduceMean (opset 17 attr form)
+    s = b.op("HardSigmoid", [b.conv(b.op("Relu", [b.conv(m, 16, 8, k=1)]), 8, 16, k=1)])
+    y = b.op("Mul", [s, y2])
+    return b.build(b.head(y, 16))
+
+
+def mobile_block():
+    """Inverted residual: expand, depthwise, SE, project, residual (MobileNetV2/V3 style)."""
+    b = GraphBuilder("mobile_block")
+    x = b.input([1, 3, 16, 16])
+    s = b.cbr(x, 3, 16, stride=2, act="HardSwish")
+    e = b.cbr(s, 16, 48, k=1, act="Relu")
+    d = b.cbr(e, 48, 48, group=48, act="HardSwish")
+    p = b.op("GlobalAveragePool", [d])
+    g = b.op("HardSigmoid", [b.conv(b.op("Relu", [b.conv(p, 48, 12, k=1)]), 12, 48, k=1)], alpha=1 / 6, beta=0.5)
+    d = b.op("Mul", [d, g])
+    pr = b.cbr(d, 48, 16, k=1, act=None)
+    y = b.op("Add", [s, pr])
+    y = b.cbr(y, 16, 32, k=1, act="HardSwish")
+    return b.build(b.head(y, 32))
+
+
+def concat_branches():
+    """Inception-style concat of branches, then a split and a channel slice."""
+    b = GraphBuilder("concat_branches")
+    x = b.input([1, 3, 12, 12])
+    s = b.cbr(x, 3, 12)
+    a = b.cbr(s, 12, 8, k=1)
+    c = b.cbr(b.cbr(s, 12, 6, k=1), 6, 10)
+    m = b.cbr(b.op("MaxPool", [s], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1]), 12, 6, k=1)
+    cat = b.op("Concat", [a, c, m], axis=1)                 # 24 channels
+    y = b.cbr(cat, 24, 24, k=1)
+    p1, p2 = b.op("Split", [y, b.const(np.array([10, 14], np.int64))], n_out=2, axis=1)
+    p1 = b.cbr(p1, 10, 10)
+    sl = b.op("Slice", [p2, b.const(np.array([2], np.int64)), b.const(np.array([12], np.int64)),
+                        b.const(np.array([1], np.int64))])
+    y = b.op("Concat", [p1, sl, s], axis=1)                  # 10 + 10 + 12
+    return b.build(b.head(y, 32))
+
+
+def pool_resize_pad():
+    b = GraphBuilder("pool_resize_pad")
+    x = b.input([1, 3, 16, 16])
+    y = b.cbr(x, 3, 12)
+    y = b.op("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2])
+    y = b.op("AveragePool", [b.cbr(y, 12, 12)], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])
+    y = b.op("Resize", [b.cbr(y, 12, 12), "", b.const(np.array([1, 1, 2, 2], np.float32))], mode="nearest")
+    y = b.op("Pad", [y, b.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64))], mode="reflect")
+    y = b.cbr(y, 12, 8, pad=0)
+    g = b.op("GlobalMaxPool", [y])
+    m = b.op("ReduceMean", [y], axes=[2, 3], keepdims=0)     # [1, 8]
+    f = b.op("Add", [b.op("Flatten", [g]), m])
+    return b.build(b.gemm(f, 8, 4))
+
+
+def flatten_gemm():
+    """Flatten of a spatial map into a Gemm: each channel owns a block of H·W weight columns."""
+    b = GraphBuilder("flatten_gemm")
+    x = b.input([1, 3, 8, 8])
+    y = b.cbr(x, 3, 8, stride=2)        # [1,8,4,4]
+    f = b.op("Flatten", [y], axis=1)     # [1,128]
+    h = b.op("Relu", [b.gemm(f, 128, 16)])
+    y2 = b.cbr(x, 3, 6, stride=2)
+    r = b.op("Reshape", [y2, b.const(np.array([1, -1], np.int64))])  # [1, 96]
+    h2 = b.op("Relu", [b.gemm(r, 96, 16, trans_b=0)])
+    return b.build(b.gemm(b.op("Add", [h, h2]), 16, 3))
+
+
+def channel_shuffle():
+    """ShuffleNetV2 unit: split, branch, concat, Reshape-Transpose-Reshape shuffle."""
+    b = GraphBuilder("channel_shuffle")
+    x = b.input([1, 3, 8, 8])
+    y = b.cbr(x, 3, 16)
+    for _ in range(2):
+        left, right = b.op("Split", [y, b.const(np.array([8, 8], np.int64))], n_out=2, axis=1)
+        r = b.cbr(right, 8, 8, k=1)
+        r = b.cbr(r, 8, 8, group=8, act=None)
+        r = b.cbr(r, 8, 8, k=1)
+        cat = b.op("Concat", [left, r], axis=1)
+        t = b.op("Reshape", [cat, b.const(np.array([1, 2, 8, 8, 8], np.int64))])
+        t = b.op("Transpose", [t], perm=[0, 2, 1, 3, 4])
+        y = b.op("Reshape", [t, b.const(np.array([1, 16, 8, 8], np.int64))])
+    return b.build(b.head(y, 16))
+
+
+def extra_output():
+    """An intermediate tensor that is also a graph output: its channels are fixed."""
+    b = GraphBuilder("extra_output")
+    x = b.input([1, 3, 8, 8])
+    feat = b.cbr(x, 3, 8)
+    y = b.cbr(feat, 8, 12)
+    return b.build(b.head(y, 12), feat)
+
+
+def unsupported_op():
+    """LRN mixes neighbouring channels: the channels reaching it must be frozen."""
+    b = GraphBuilder("unsupported_op")
+    x = b.input([1, 3, 8, 8])
+    y = b.cbr(x, 3, 8)
+    y = b.op("LRN", [y], size=3)
+    y = b.cbr(y, 8, 12)
+    return b.build(b.head(y, 12))
+
+
+def dynamic_batch():
+    b = GraphBuilder("dynamic_batch")
+    x = b.input(["N", 3, 8, 8])
+    y = b.cbr(x, 3, 8)
+    y = b.cbr(y, 8, 8)
+    return b.build(b.head(y, 8))
+
+
+def old_opset():
+    """Opset 11: Split sizes and ReduceMean axes as attributes, Softmax over a flattened axis."""
+    b = GraphBuilder("old_opset", opset=11)
+    x = b.input([1, 3, 8, 8])
+    y = b.cbr(x, 3, 12)
+    p1, p2 = b.op("Split", [y], n_out=2, axis=1, split=[4, 8])
+    y = b.op("Concat", [b.cbr(p1, 4, 4), b.cbr(p2, 8, 8)], axis=1)
+    y = b.op("ReduceMean", [y], axes=[2, 3], keepdims=0)
+    return b.build(b.op("Softmax", [b.gemm(y, 12, 5)], axis=1))
+
+
+ZOO = {f.__name__: f for f in [
+    conv_chain, grouped_and_depthwise, conv_transpose, linear_layers, activations, residual,
+    squeeze_excite, mobile_block, concat_branches, pool_resize_pad, flatten_gemm, channel_shuffle,
+    extra_output, unsupported_op, dynamic_batch, old_opset,
+]}
