@@ -8,7 +8,7 @@ import os
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -17,6 +17,7 @@ import onnx
 
 from . import __version__
 from .analysis import Analysis, analyze
+from .analysis.options import AnalysisOptions
 from .cost import CostModel, parse_target
 from .data import check_inputs, load_arrays
 from .emit import emit_pruned
@@ -24,6 +25,8 @@ from .errors import OnnxMorphError, UsageError, VerificationError
 from .gates import build_masked
 from .graph import load_model
 from .methods import get_method, select_units
+from .train.engine import apply_params
+from .train.loop import recover
 from .verify import compare, sample_inputs
 
 VERIFY_BATCHES = 3
@@ -82,15 +85,21 @@ class _Timer:
         self.times[name] = round(time.perf_counter() - t0, 4)
 
 
-def inspect(model, *, input_shapes: dict | None = None) -> Analysis:
-    """Load and analyse a model (path or ModelProto)."""
-    return analyze(load_model(model, input_shapes))
+def inspect(model, *, input_shapes: dict | None = None, attention: str = "heads",
+            prune_embedding: bool = False) -> Analysis:
+    """Load and analyse a model (path or ModelProto). `attention` ("heads" | "head-dims" | "off") and
+    `prune_embedding` choose the transformer units (see `AnalysisOptions`)."""
+    options = AnalysisOptions(attention, prune_embedding)
+    return analyze(load_model(model, input_shapes), options)
 
 
-def summarize(analysis: Analysis) -> dict:
-    """Groups with their channel counts, MAC share and status, plus model totals (for `inspect`)."""
-    cm = CostModel(analysis)
+def summarize(analysis: Analysis, profile=None) -> dict:
+    """Groups with their channel counts, MAC share and status, plus model totals (for `inspect`).
+
+    With a hardware `profile`, also the predicted latency and each group's share of it."""
+    cm = CostModel(analysis, profile)
     full = cm.totals()
+    latency = cm.total("latency") if profile is not None else None
     groups = []
     for g in analysis.groups:
         keep = np.ones(analysis.num_units, dtype=bool)
@@ -98,6 +107,8 @@ def summarize(analysis: Analysis) -> dict:
         share = (full["macs"] - cm.total("macs", keep)) / full["macs"] if full["macs"] else 0.0
         groups.append({"name": g.name, "channels": g.channels, "macs_share": round(share, 6),
                        "prunable": True, "reason": None})
+        if latency:
+            groups[-1]["latency_share"] = round((latency - cm.total("latency", keep)) / latency, 6)
     for g in analysis.frozen_groups:
         groups.append({"name": g.name, "channels": g.channels, "macs_share": None, "prunable": False,
                        "reason": g.frozen_reason})
@@ -106,6 +117,7 @@ def summarize(analysis: Analysis) -> dict:
         "opset": analysis.loaded.opset,
         "inputs": {k: list(v) for k, v in analysis.loaded.static_inputs.items()},
         "macs": full["macs"],
+        **({"profile": cm.profile.name, "latency_ms": round(1e3 * latency, 6)} if profile is not None else {}),
         "params": count_params(analysis.loaded.model),
         "prunable_channels": analysis.num_units,
         "frozen_channels": sum(g.channels for g in analysis.frozen_groups),
@@ -126,44 +138,76 @@ def prune(
     target: str = "flops=0.5",
     data: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
     labels: str | None = None,
-    round_to: int = 1,
+    round_to: int | None = None,
+    profile=None,
     input_shapes: dict | None = None,
     seed: int = 0,
     best_effort: bool = False,
-    progress: Callable[[str], None] | None = None,
+    recover_steps: int | None = None,
+    progress: Callable[..., None] | None = None,
+    attention: str = "heads",
+    prune_embedding: bool = False,
     **method_options,
 ) -> PruneResult:
-    """Prune `model` to `target` and return the verified pruned model with its report."""
-    say = progress or (lambda msg: None)
+    """Prune `model` to `target` and return the verified pruned model with its report.
+
+    `profile` (a built-in name, a JSON file or a `HardwareProfile`) enables `target="latency=F"`,
+    adds predicted latencies to the report, and makes `round_to` default to its channel multiple."""
+    say = progress or (lambda msg, **info: None)
     timer = _Timer()
     metric, fraction = parse_target(target)
+    options = AnalysisOptions(attention, prune_embedding)
+    if profile is not None:
+        from .cost.profile import load_profile
+
+        profile = load_profile(profile)
+    if round_to is None:
+        round_to = profile.channel_multiple if profile is not None else 1
     if round_to < 1:
         raise UsageError(f"--round-to must be >= 1, got {round_to}")
     method_obj = get_method(method, **method_options)
     if method_obj.needs_data and data is None:
         raise UsageError(f"method '{method}' needs --data (an .npz of inputs or a folder of images)")
-    if metric == "latency":
-        raise UsageError("--target latency=F needs a hardware profile (not available yet); use flops= or params=")
+    if metric == "latency" and profile is None:
+        raise UsageError("--target latency=F needs a hardware profile: --profile NAME or a JSON file "
+                         "(see `onnxmorph profiles list`)")
 
     with timer("load"):
         say("loading")
         loaded = load_model(model, input_shapes)
     arrays = None
     if data is not None:
-        inputs, label_array, _ = check_inputs(load_arrays(data), loaded, labels)
+        inputs, label_array, _ = check_inputs(load_arrays(data, loaded), loaded, labels)
         arrays = dict(inputs)
         if label_array is not None:
             arrays[labels] = label_array
     with timer("analyze"):
         say("analyzing channel groups")
-        analysis = analyze(loaded)
-        cost_model = CostModel(analysis)
-    with timer("score"):
+        analysis = analyze(loaded, options)
+        cost_model = CostModel(analysis, profile)
+    with timer("train" if method_obj.trains else "score"):
         say(f"scoring channels ({method})")
-        importance = method_obj.importance(analysis, cost_model, data=arrays, seed=seed)
+        fit = method_obj.fit(analysis, cost_model, data=arrays, seed=seed, metric=metric, fraction=fraction,
+                             progress=progress, model=model, labels=labels)
+        if fit.params:
+            analysis = replace(analysis, loaded=replace(loaded, model=apply_params(loaded.model, fit.params)))
     with timer("decide"):
-        selection = select_units(analysis, cost_model, importance, metric, fraction, round_to, best_effort)
+        selection = select_units(analysis, cost_model, fit.importance, metric, fraction, round_to,
+                                 best_effort, per_cost=method_obj.per_cost, min_keep=method_obj.min_keep)
     keep = selection.keep_units
+    if recover_steps is None:
+        recover_steps = method_options.get("steps", 300) // 2 if method_obj.trains else 0
+    curve = list(fit.curve)
+    if recover_steps > 0:
+        if arrays is None:
+            raise UsageError("--recover-steps needs --data (distillation fine-tuning of the pruned model)")
+        with timer("recover"):
+            rec = recover(analysis, keep, data=arrays, steps=recover_steps, seed=seed, progress=progress,
+                          model=model, labels=labels, **{k: v for k, v in method_options.items() if k != "steps"})
+        analysis = replace(analysis, loaded=replace(analysis.loaded,
+                                                    model=apply_params(analysis.loaded.model, rec.params)))
+        curve += rec.curve
+        fit.notes.extend(rec.notes)
     with timer("emit"):
         say("emitting the pruned model")
         pruned = emit_pruned(analysis, keep)
@@ -179,9 +223,12 @@ def prune(
                 f"(max abs diff {result.max_abs_diff:.3g}); nothing written — please report this model"
             )
         pruned, note = restore_interface(pruned, loaded, seed, arrays)
-    notes = list(loaded.notes) + ([note] if note else [])
+    notes = list(loaded.notes) + fit.notes + ([note] if note else [])
     report = build_report(analysis, cost_model, selection, method, target, metric, fraction, result, pruned,
                           timer.times, notes, round_to, seed)
+    report["analysis"] = options.as_dict()
+    if curve:
+        report["training_curve"] = curve
     return PruneResult(pruned, masked, report, analysis)
 
 
@@ -218,6 +265,10 @@ def restore_interface(pruned: onnx.ModelProto, loaded, seed: int, data) -> tuple
     return candidate, None
 
 
+def _latency(cost_model, keep) -> dict:
+    return {"latency_ms": round(cost_model.latency_ms(keep), 6)} if cost_model.profile is not None else {}
+
+
 def build_report(analysis, cost_model, selection, method, target, metric, fraction, verify_result, pruned,
                  timings, notes, round_to, seed) -> dict:
     keep = selection.keep_units
@@ -235,8 +286,13 @@ def build_report(analysis, cost_model, selection, method, target, metric, fracti
         "target": {"spec": target.strip(), "metric": metric, "fraction": fraction, "achieved": round(achieved, 6),
                    "reached": selection.reached, "round_to": round_to},
         "seed": seed,
-        "original": {"macs": before["macs"], "params": original_params, "bytes": before["bytes"]},
-        "pruned": {"macs": after["macs"], "params": pruned_params, "bytes": after["bytes"]},
+        "original": {"macs": before["macs"], "params": original_params, "bytes": before["bytes"],
+                     **_latency(cost_model, None)},
+        "pruned": {"macs": after["macs"], "params": pruned_params, "bytes": after["bytes"],
+                   **_latency(cost_model, keep)},
+        **({"profile": {"name": cost_model.profile.name, "kind": cost_model.profile.kind,
+                        "channel_multiple": cost_model.profile.channel_multiple}}
+           if cost_model.profile is not None else {}),
         "groups": groups,
         "frozen": [{"name": g.name, "channels": g.channels, "reason": g.frozen_reason}
                    for g in analysis.frozen_groups],

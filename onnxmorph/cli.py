@@ -27,6 +27,12 @@ out = Console()
 err = Console(stderr=True)
 
 
+ATTENTION_HELP = ("Transformer attention units: heads (whole heads) | head-dims (the same head dims in "
+                  "every head) | off (freeze channels reaching Q·Kᵀ / attn·V).")
+EMBEDDING_HELP = ("Also prune the embedding width (the residual stream through every LayerNorm and Add) "
+                  "as one group; emitted LayerNorms keep the masked model's statistics.")
+
+
 def fail(exc: OnnxMorphError) -> None:
     err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
@@ -45,14 +51,19 @@ def inspect(
     profile: Optional[str] = typer.Option(None, "--profile", help="Hardware profile for latency totals."),
     as_json: bool = typer.Option(False, "--json", help="Print the analysis as JSON."),
     all_groups: bool = typer.Option(False, "--all", help="List every group (default: the 40 largest)."),
+    attention: str = typer.Option("heads", "--attention", help=ATTENTION_HELP),
+    prune_embedding: bool = typer.Option(False, "--prune-embedding", help=EMBEDDING_HELP),
 ):
     """Show the channel groups of MODEL: channels, share of MACs, prunable or frozen and why."""
     from . import api
 
     try:
         if profile is not None:
-            raise UsageError("--profile: hardware profiles are not available yet")
-        summary = api.summarize(api.inspect(model, input_shapes=_shapes(input_shape)))
+            from .cost.profile import load_profile
+
+            profile = load_profile(profile)
+        summary = api.summarize(api.inspect(model, input_shapes=_shapes(input_shape), attention=attention,
+                                            prune_embedding=prune_embedding), profile)
     except OnnxMorphError as exc:
         fail(exc)
     if as_json:
@@ -62,18 +73,24 @@ def inspect(
     table.add_column("group", overflow="fold")
     table.add_column("channels", justify="right")
     table.add_column("MACs share", justify="right")
+    if "latency_ms" in summary:
+        table.add_column("latency share", justify="right")
     table.add_column("status")
     groups = sorted(summary["groups"], key=lambda g: (not g["prunable"], -(g["macs_share"] or 0)))
     shown = groups if all_groups else groups[:40]
     for g in shown:
         share = f"{100 * g['macs_share']:.1f} %" if g["macs_share"] is not None else "-"
         status = "[green]prunable[/]" if g["prunable"] else f"[yellow]frozen[/]: {g['reason']}"
-        table.add_row(g["name"], str(g["channels"]), share, status)
+        lat = [f"{100 * g['latency_share']:.1f} %" if g.get("latency_share") is not None else "-"] \
+            if "latency_ms" in summary else []
+        table.add_row(g["name"], str(g["channels"]), share, *lat, status)
     out.print(table)
     if len(shown) < len(groups):
         out.print(f"... {len(groups) - len(shown)} more groups (use --all)")
     out.print(f"MACs {summary['macs'] / 1e6:,.2f} M · params {summary['params'] / 1e6:,.3f} M · "
               f"prunable channels {summary['prunable_channels']} · frozen channels {summary['frozen_channels']}")
+    if "latency_ms" in summary:
+        out.print(f"predicted latency on {summary['profile']}: {summary['latency_ms']:,.3f} ms")
     for note in summary["notes"]:
         out.print(f"note: {note}")
 
@@ -89,14 +106,28 @@ def prune(
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (training methods)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Training batch size."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
+    recover_steps: Optional[int] = typer.Option(
+        None, "--recover-steps", help="Distillation fine-tuning steps of the cut model before emitting "
+                                      "(default: steps/2 for training methods, 0 for magnitude)."),
+    strength: Optional[float] = typer.Option(None, "--strength", help="Fixed regularizer strength "
+                                                                      "(default: controlled to reach the target)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Distillation temperature (default 4)."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adamw (default) or sgd."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Save training state every N steps."),
+    checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Where --checkpoint-every writes."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Resume training from a --checkpoint-dir."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Hardware profile (name or JSON file)."),
-    round_to: int = typer.Option(1, "--round-to", help="Keep channel counts multiples of N."),
+    round_to: Optional[int] = typer.Option(None, "--round-to",
+                                           help="Keep channel counts multiples of N (default: the profile's "
+                                                "channel multiple, else 1)."),
     input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", help="NAME=1x3x224x224 for symbolic dims."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same output)."),
     save_masked: Optional[Path] = typer.Option(None, "--save-masked", help="Also write the masked model."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write a JSON report."),
     best_effort: bool = typer.Option(False, "--best-effort", help="If the target is unreachable, write the best legal model."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+    attention: str = typer.Option("heads", "--attention", help=ATTENTION_HELP),
+    prune_embedding: bool = typer.Option(False, "--prune-embedding", help=EMBEDDING_HELP),
 ):
     """Prune MODEL to a cost target and write a verified, physically smaller ONNX model."""
     from . import api
@@ -108,21 +139,21 @@ def prune(
         for path, what in ((output, "-o"), (save_masked, "--save-masked"), (report, "--report")):
             if path is not None and _same_file(path, model):
                 raise UsageError(f"{what} {path} is the input model; onnxmorph never overwrites its input")
-        if profile is not None:
-            raise UsageError("--profile: hardware profiles are not available yet")
-        options = {k: v for k, v in (("steps", steps), ("batch_size", batch_size), ("lr", lr)) if v is not None}
-        status = err.status("pruning", spinner="dots") if not quiet else None
-        if status:
-            status.start()
+        options = {k: v for k, v in (
+            ("steps", steps), ("batch_size", batch_size), ("lr", lr), ("strength", strength),
+            ("temperature", temperature), ("optimizer", optimizer), ("checkpoint_every", checkpoint_every),
+            ("checkpoint_dir", checkpoint_dir), ("resume", resume)) if v is not None}
+        if checkpoint_every and not checkpoint_dir:
+            raise UsageError("--checkpoint-every needs --checkpoint-dir")
+        reporter = _Reporter(quiet)
         try:
             result = api.prune(
-                model, method=method, target=target, data=data, labels=labels, round_to=round_to,
-                input_shapes=_shapes(input_shape), seed=seed, best_effort=best_effort,
-                progress=(lambda msg: status.update(msg)) if status else None, **options,
+                model, method=method, target=target, data=data, labels=labels, round_to=round_to, profile=profile,
+                input_shapes=_shapes(input_shape), seed=seed, best_effort=best_effort, attention=attention,
+                prune_embedding=prune_embedding, recover_steps=recover_steps, progress=reporter, **options,
             )
         finally:
-            if status:
-                status.stop()
+            reporter.close()
         result.save(output)
         if save_masked is not None:
             result.save_masked(save_masked)
@@ -133,6 +164,56 @@ def prune(
         fail(exc)
     if not quiet:
         _print_summary(result.report, output)
+
+
+class _Reporter:
+    """Stage messages on a spinner; training steps on a progress bar (step, loss, cost, alive)."""
+
+    def __init__(self, quiet: bool):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.quiet = quiet
+        self.status = None if quiet else err.status("pruning", spinner="dots")
+        if self.status:
+            self.status.start()
+        self._columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                         TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+        self._progress_cls = Progress
+        self.bar = None
+        self.task = None
+        self.phase = None
+
+    def __call__(self, msg: str, **info) -> None:
+        if self.quiet:
+            return
+        if "step" not in info:
+            self._end_bar()
+            if self.status:
+                self.status.update(msg)
+            return
+        if self.bar is None or self.phase != msg:
+            self._end_bar()
+            if self.status:
+                self.status.stop()
+            self.bar = self._progress_cls(*self._columns, console=err, transient=False)
+            self.bar.start()
+            self.task = self.bar.add_task(msg, total=info["total"], info="")
+            self.phase = msg
+        text = f"loss {info['loss']:.4f} · task {info['task']:.4f} · cost {info['cost']:.3f} · " \
+               f"alive {100 * info['alive']:.0f} %"
+        self.bar.update(self.task, completed=info["step"], info=text)
+
+    def _end_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+            if self.status:
+                self.status.start()
+
+    def close(self) -> None:
+        self._end_bar()
+        if self.status:
+            self.status.stop()
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -149,10 +230,12 @@ def _print_summary(rep: dict, output: Path) -> None:
     table.add_column("original", justify="right")
     table.add_column("pruned", justify="right")
     table.add_column("ratio", justify="right")
-    for key, scale, unit in (("macs", 1e6, "M"), ("params", 1e6, "M")):
+    for key, scale, unit in (("macs", 1e6, "M"), ("params", 1e6, "M"), ("latency_ms", 1, "ms")):
+        if key not in o:
+            continue
         ratio = p[key] / o[key] if o[key] else 1.0
-        table.add_row(key.upper() if key == "macs" else key, f"{o[key] / scale:,.3f} {unit}",
-                      f"{p[key] / scale:,.3f} {unit}", f"{ratio:.3f}")
+        label = {"macs": "MACs", "latency_ms": f"latency ({rep['profile']['name']})"}.get(key, key)
+        table.add_row(label, f"{o[key] / scale:,.3f} {unit}", f"{p[key] / scale:,.3f} {unit}", f"{ratio:.3f}")
     out.print(table)
     v = rep["verify"]
     out.print(f"verified pruned == masked on {v['inputs_used']} inputs (max abs diff {v['max_abs_diff']:.2e})")
@@ -164,9 +247,123 @@ def _print_summary(rep: dict, output: Path) -> None:
 
 
 @profiles_app.command("list")
-def profiles_list():
+def profiles_list(
+    as_json: bool = typer.Option(False, "--json", help="Print the profiles as JSON."),
+):
     """List the built-in hardware profiles."""
-    fail(UsageError("hardware profiles are not available yet"))
+    from .cost.profile import list_profiles
+
+    try:
+        profiles = list_profiles()
+    except OnnxMorphError as exc:
+        fail(exc)
+    if as_json:
+        out.print_json(json.dumps([{k: v for k, v in p.to_json().items() if k != "tables"} for p in profiles]))
+        return
+    table = Table(title="hardware profiles")
+    for col, justify in (("name", "left"), ("kind", "left"), ("peak GFLOP/s", "right"), ("GB/s", "right"),
+                         ("dtype B", "right"), ("ch. multiple", "right"), ("description", "left")):
+        table.add_column(col, justify=justify, overflow="fold")
+    for p in profiles:
+        table.add_row(p.name, p.kind, f"{p.peak_gflops:,.6g}", f"{p.memory_gbps:,.6g}", str(p.dtype_bytes),
+                      str(p.channel_multiple), p.description)
+    out.print(table)
+    out.print("use `onnxmorph profiles show NAME` for sources, or pass your own JSON with --profile path.json")
+
+
+@profiles_app.command("show")
+def profiles_show(
+    name: str = typer.Argument(..., help="A built-in profile name or a profile JSON file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the profile's JSON."),
+):
+    """Show one hardware profile: roofline numbers, source, and measured tables."""
+    from .cost.profile import TABLE_KINDS, load_profile
+
+    try:
+        p = load_profile(name)
+    except OnnxMorphError as exc:
+        fail(exc)
+    if as_json:
+        out.print_json(json.dumps(p.to_json()))
+        return
+    table = Table(title=f"profile {p.name}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    ridge = p.peak_gflops / p.memory_gbps
+    for k, v in (("description", p.description), ("kind", p.kind), ("peak compute", f"{p.peak_gflops:,.6g} GFLOP/s"),
+                 ("memory bandwidth", f"{p.memory_gbps:,.6g} GB/s"),
+                 ("ridge point", f"{ridge:,.4g} FLOP/byte (compute-bound above)"),
+                 ("dtype size", f"{p.dtype_bytes} bytes"), ("channel multiple", str(p.channel_multiple)),
+                 ("fusion", "BN / activations / residual Add folded into convs" if p.fusion else "none (every op costs)"),
+                 ("source", p.source), ("file", p.path or "-")):
+        table.add_row(k, v)
+    for k, v in p.measured.items():
+        table.add_row(f"measured {k}", str(v))
+    out.print(table)
+    for kind, t in p.tables.items():
+        unit = "MAC" if TABLE_KINDS[kind] == "macs" else "byte"
+        size = "rows" if kind == "gemm" else "pixels"
+        tt = Table(title=f"{kind}: effective G{unit}/s by channels (rows) × {size} (columns)"
+                         + (" — unaligned counts below" if t.unaligned is not None else ""))
+        tt.add_column("channels", justify="right")
+        for s in t.sizes:
+            tt.add_column(f"{s:g}", justify="right")
+        for part, style in ((t, None), (t.unaligned, "yellow")):
+            if part is None:
+                continue
+            for c, sec, work in zip(part.channels, part.seconds, part.work):
+                tt.add_row(f"{c:g}", *[f"{w / s / 1e9:,.3g}" for s, w in zip(sec, work)], style=style)
+        out.print(tt)
+
+
+@profiles_app.command("calibrate")
+def profiles_calibrate(
+    name: str = typer.Option(..., "--name", help="Name of the measured profile."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Where to write it (default: ./NAME.json)."),
+    threads: int = typer.Option(1, "--threads", help="ONNX Runtime intra-op threads (default 1)."),
+    grid: str = typer.Option("default", "--grid", help="default | tiny (a few seconds; for tests)."),
+    clock: Optional[str] = typer.Option(None, "--clock", help="cpu (thread CPU time; default with 1 thread) | wall."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Measure THIS machine with ONNX Runtime micro-benchmarks and write a measured profile."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .api import write_text_atomic
+    from .cost.calibrate import GRIDS, calibrate
+
+    try:
+        if not name.strip() or "/" in name:
+            raise UsageError(f"--name '{name}': give a plain profile name")
+        if threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {threads}")
+        if grid not in GRIDS:
+            raise UsageError(f"--grid '{grid}': choose one of {', '.join(GRIDS)}")
+        if clock not in (None, "cpu", "wall"):
+            raise UsageError(f"--clock '{clock}': choose cpu or wall")
+        if clock == "cpu" and threads != 1:
+            raise UsageError("--clock cpu measures one thread; use --clock wall with --threads > 1")
+        output = output or Path.cwd() / f"{name}.json"
+        if output.parent and not output.parent.exists():
+            raise UsageError(f"-o {output}: folder {output.parent} does not exist")
+        if quiet:
+            profile = calibrate(name, threads=threads, grid=grid, clock=clock)
+        else:
+            with Progress(TextColumn("calibrating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          TextColumn("{task.description}"), console=err, transient=True) as bar:
+                task = bar.add_task("", total=None)
+
+                def progress(done, total, label):
+                    bar.update(task, completed=done, total=total, description=label)
+
+                profile = calibrate(name, threads=threads, grid=grid, clock=clock, progress=progress)
+        write_text_atomic(json.dumps(profile.to_json(), indent=1) + "\n", output)
+    except OnnxMorphError as exc:
+        fail(exc)
+    if not quiet:
+        out.print(f"fitted roofline: {profile.peak_gflops:,.1f} GFLOP/s, {profile.memory_gbps:,.1f} GB/s · "
+                  f"channel multiple {profile.channel_multiple} · tables: {', '.join(profile.tables)} · "
+                  f"{profile.measured.get('seconds')} s")
+        out.print(f"wrote {output}; use it with --profile {output}")
 
 
 def main() -> None:

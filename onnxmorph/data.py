@@ -12,7 +12,8 @@ import numpy as np
 from .errors import DataError
 
 
-def load_arrays(data: str | os.PathLike | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def load_arrays(data: str | os.PathLike | Mapping[str, np.ndarray], loaded=None) -> dict[str, np.ndarray]:
+    """Named arrays from a mapping, an .npz file, or a folder of images (resized to the model's input)."""
     if isinstance(data, Mapping):
         return {k: np.asarray(v) for k, v in data.items()}
     path = Path(data)
@@ -21,16 +22,19 @@ def load_arrays(data: str | os.PathLike | Mapping[str, np.ndarray]) -> dict[str,
     if path.is_dir():
         from .images import load_image_folder  # optional path, only for folders of images
 
-        return load_image_folder(path)
+        if loaded is None or len(loaded.inputs) != 1:
+            raise DataError(f"{path}: a folder of images needs a model with exactly one input")
+        name = loaded.inputs[0].name
+        return load_image_folder(path, loaded.static_inputs[name], name)
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not hasattr(npz, "files"):
-                raise DataError(f"{path}: expected an .npz archive of named arrays, got a single array")
-            return {k: npz[k] for k in npz.files}
-    except DataError:
-        raise
+        loaded_file = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__})") from None
+    if not hasattr(loaded_file, "files"):
+        raise DataError(f"{path}: expected an .npz archive of arrays named after the model inputs, "
+                        "got a single array")
+    with loaded_file as npz:
+        return {k: npz[k] for k in npz.files}
 
 
 def check_inputs(arrays: dict[str, np.ndarray], loaded, labels: str | None = None) -> tuple[dict, np.ndarray | None, int]:

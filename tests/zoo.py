@@ -141,9 +141,9 @@ def activations():
     return b.build(b.conv(y, 16, 4, k=1))
 
 
-def residual():
+def residual(batch=1):
     b = GraphBuilder("residual")
-    x = b.input([1, 3, 12, 12])
+    x = b.input([batch, 3, 12, 12])
     s = b.cbr(x, 3, 16)
     y = b.cbr(s, 16, 16)
     y = b.cbr(y, 16, 16, act=None)
@@ -294,3 +294,185 @@ ZOO = {f.__name__: f for f in [
     squeeze_excite, mobile_block, concat_branches, pool_resize_pad, flatten_gemm, channel_shuffle,
     extra_output, unsupported_op, dynamic_batch, old_opset,
 ]}
+
+
+# --- transformers (issue #6): attention heads, MLP hidden dims, embedding width -----------------------
+
+
+def _layernorm(b, x, c):
+    return b.op("LayerNormalization", [x, b.const(1 + b.rand(c, scale=0.2)), b.const(b.rand(c, scale=0.1))],
+                axis=-1, epsilon=1e-5)
+
+
+def _decomposed_layernorm(b, x, c):
+    """LayerNorm as older exporters write it: ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul/Add."""
+    mean = b.op("ReduceMean", [x], axes=[-1], keepdims=1)
+    d = b.op("Sub", [x, mean])
+    var = b.op("ReduceMean", [b.op("Pow", [d, b.const(np.float32(2))])], axes=[-1], keepdims=1)
+    std = b.op("Sqrt", [b.op("Add", [var, b.const(np.float32(1e-5))])])
+    y = b.op("Mul", [b.op("Div", [d, std]), b.const(1 + b.rand(c, scale=0.2))])
+    return b.op("Add", [y, b.const(b.rand(c, scale=0.1))])
+
+
+def _linear(b, x, k, n):
+    return b.op("Add", [b.matmul(x, k, n), b.const(b.rand(n, scale=0.1))])
+
+
+def _gelu_erf(b, x):
+    e = b.op("Erf", [b.op("Div", [x, b.const(np.float32(np.sqrt(2)))])])
+    return b.op("Mul", [b.op("Mul", [x, b.op("Add", [e, b.const(np.float32(1))])]), b.const(np.float32(0.5))])
+
+
+def _mlp(b, x, c, hidden, act="erf"):
+    h = _linear(b, x, c, hidden)
+    if act == "erf":
+        h = _gelu_erf(b, h)
+    elif act == "sigmoid":  # x·sigmoid(1.702x)
+        h = b.op("Mul", [h, b.op("Sigmoid", [b.op("Mul", [h, b.const(np.float32(1.702))])])])
+    else:
+        h = b.op(act, [h])
+    return _linear(b, h, hidden, c)
+
+
+def _sdpa(b, q, kt, v, scale, bias=None, mask=None):
+    """softmax(q·kᵀ·scale + bias + mask)·v on [.., heads, tokens, dim] tensors."""
+    s = b.op("Mul", [b.op("MatMul", [q, kt]), b.const(np.float32(scale))])
+    if bias is not None:
+        s = b.op("Add", [s, bias])
+    if mask is not None:
+        s = b.op("Add", [s, mask])
+    return b.op("MatMul", [b.op("Softmax", [s], axis=-1), v])
+
+
+def vit_encoder():
+    """ViT as torchvision exports it: patch-embedding Conv, class token Concat, position embedding Add,
+    pre-norm blocks; block 1 uses nn.MultiheadAttention's fused QKV (Reshape to (3, C), Gather), block 2
+    timm's (Reshape to (3, heads, dim), Transpose, Split, Squeeze), with a sigmoid-GELU MLP."""
+    b = GraphBuilder("vit_encoder")
+    C, H, D, T = 32, 4, 8, 17
+    x = b.input([1, 3, 16, 16])
+    p = b.conv(x, 3, C, k=4, stride=4, pad=0)                                       # [1,C,4,4]
+    t = b.op("Transpose", [b.op("Reshape", [p, b.const(np.array([1, C, 16], np.int64))])], perm=[0, 2, 1])
+    t = b.op("Concat", [b.const(b.rand(1, 1, C, scale=0.1)), t], axis=1)            # class token
+    r = b.op("Add", [t, b.const(b.rand(1, T, C, scale=0.1))])                       # position embedding
+    # block 1: torch nn.MultiheadAttention
+    y = b.op("Transpose", [_layernorm(b, r, C)], perm=[1, 0, 2])                    # [T,1,C]
+    qkv = b.op("Reshape", [_linear(b, y, C, 3 * C), b.const(np.array([T, 1, 3, C], np.int64))])
+    qkv = b.op("Unsqueeze", [qkv, b.const(np.array([0], np.int64))])
+    qkv = b.op("Transpose", [qkv], perm=[3, 1, 2, 0, 4])
+    qkv = b.op("Squeeze", [qkv, b.const(np.array([3], np.int64))])                  # [3,T,1,C]
+    heads = []
+    for i in range(3):
+        g = b.op("Gather", [qkv, b.const(np.array(i, np.int64))], axis=0)           # [T,1,C]
+        g = b.op("Transpose", [b.op("Reshape", [g, b.const(np.array([T, H, D], np.int64))])], perm=[1, 0, 2])
+        heads.append(b.op("Reshape", [g, b.const(np.array([1, H, T, D], np.int64))]))
+    q, k, v = heads
+    o = _sdpa(b, q, b.op("Transpose", [k], perm=[0, 1, 3, 2]), v, D ** -0.5)        # [1,H,T,D]
+    o = b.op("Reshape", [b.op("Transpose", [o], perm=[2, 0, 1, 3]), b.const(np.array([T, C], np.int64))])
+    o = b.gemm(o, C, C, trans_b=1)                                                  # out_proj as Gemm
+    o = b.op("Transpose", [b.op("Reshape", [o, b.const(np.array([T, 1, C], np.int64))])], perm=[1, 0, 2])
+    r = b.op("Add", [o, r])
+    r = b.op("Add", [_mlp(b, _layernorm(b, r, C), C, 48), r])
+    # block 2: timm
+    qkv = b.op("Reshape", [_linear(b, _layernorm(b, r, C), C, 3 * C), b.const(np.array([1, T, 3, H, D], np.int64))])
+    qkv = b.op("Transpose", [qkv], perm=[2, 0, 3, 1, 4])                            # [3,1,H,T,D]
+    parts = b.op("Split", [qkv, b.const(np.array([1, 1, 1], np.int64))], n_out=3, axis=0)
+    q, k, v = (b.op("Squeeze", [s, b.const(np.array([0], np.int64))]) for s in parts)
+    o = _sdpa(b, q, b.op("Transpose", [k], perm=[0, 1, 3, 2]), v, D ** -0.5)
+    o = b.op("Reshape", [b.op("Transpose", [o], perm=[0, 2, 1, 3]), b.const(np.array([1, T, C], np.int64))])
+    r = b.op("Add", [r, _linear(b, o, C, C)])
+    r = b.op("Add", [r, _mlp(b, _layernorm(b, r, C), C, 40, act="sigmoid")])
+    cls = b.op("Gather", [_layernorm(b, r, C), b.const(np.array(0, np.int64))], axis=1)
+    return b.build(b.gemm(cls, C, 5))
+
+
+def bert_encoder():
+    """BERT-style post-norm encoder: token embedding lookup, position embedding, an additive attention
+    mask from a second input, separate Q/K/V projections, Erf-GELU MLP, pooler (Gemm + Tanh)."""
+    b = GraphBuilder("bert_encoder")
+    C, H, D, T, V = 32, 4, 8, 12, 16
+    ids = b.input([1, T], name="input_ids", dtype=TensorProto.INT64)
+    mask = b.input([1, T], name="attention_mask")
+    e = b.op("Gather", [b.const(b.rand(V, C, scale=0.5)), ids], axis=0)              # [1,T,C]
+    e = b.op("Add", [e, b.const(b.rand(1, T, C, scale=0.1))])
+    r = _layernorm(b, e, C)
+    m = b.op("Mul", [b.op("Sub", [b.const(np.float32(1)), mask]), b.const(np.float32(-10000))])
+    m = b.op("Unsqueeze", [m, b.const(np.array([1, 2], np.int64))])                  # [1,1,1,T]
+    shape = b.const(np.array([1, T, H, D], np.int64))
+    for _ in range(2):
+        q = b.op("Transpose", [b.op("Reshape", [_linear(b, r, C, C), shape])], perm=[0, 2, 1, 3])
+        kt = b.op("Transpose", [b.op("Reshape", [_linear(b, r, C, C), shape])], perm=[0, 2, 3, 1])
+        v = b.op("Transpose", [b.op("Reshape", [_linear(b, r, C, C), shape])], perm=[0, 2, 1, 3])
+        o = _sdpa(b, q, kt, v, D ** -0.5, mask=m)
+        o = b.op("Reshape", [b.op("Transpose", [o], perm=[0, 2, 1, 3]), b.const(np.array([1, T, C], np.int64))])
+        r = _layernorm(b, b.op("Add", [_linear(b, o, C, C), r]), C)
+        r = _layernorm(b, b.op("Add", [_mlp(b, r, C, 64), r]), C)
+    pooled = b.op("Tanh", [b.gemm(b.op("Gather", [r, b.const(np.array(0, np.int64))], axis=1), C, C)])
+    return b.build(b.gemm(pooled, C, 3))
+
+
+def decomposed_ln_encoder():
+    """Pre-norm encoder with the decomposed LayerNorm, heads folded into the batch axis ([heads, T, D]
+    MatMuls), a fused QKV split by Split (block 1) and by Slice (block 2), and a ReLU MLP."""
+    b = GraphBuilder("decomposed_ln_encoder", opset=13)
+    C, H, D, T = 24, 3, 8, 10
+    r = _linear(b, b.input([1, T, 20]), 20, C)  # input projection: the stream has a producer
+    to_heads = b.const(np.array([T, H, D], np.int64))
+    for block in range(2):
+        qkv = _linear(b, _decomposed_layernorm(b, r, C), C, 3 * C)
+        if block == 0:
+            q, k, v = b.op("Split", [qkv, b.const(np.array([C, C, C], np.int64))], n_out=3, axis=-1)
+        else:
+            q, k, v = (b.op("Slice", [qkv, b.const(np.array([i * C], np.int64)),
+                                      b.const(np.array([(i + 1) * C], np.int64)), b.const(np.array([-1], np.int64))])
+                       for i in range(3))
+        q = b.op("Transpose", [b.op("Reshape", [q, to_heads])], perm=[1, 0, 2])       # [H,T,D]
+        kt = b.op("Transpose", [b.op("Reshape", [k, to_heads])], perm=[1, 2, 0])      # [H,D,T]
+        v = b.op("Transpose", [b.op("Reshape", [v, to_heads])], perm=[1, 0, 2])
+        o = _sdpa(b, q, kt, v, D ** -0.5)
+        o = b.op("Reshape", [b.op("Transpose", [o], perm=[1, 0, 2]), b.const(np.array([1, T, C], np.int64))])
+        r = b.op("Add", [r, _linear(b, o, C, C)])
+        r = b.op("Add", [r, _mlp(b, _decomposed_layernorm(b, r, C), C, 36, act="Relu")])
+    return b.build(_linear(b, _decomposed_layernorm(b, r, C), C, 4))
+
+
+def swin_block():
+    """A Swin stage: patch embedding, cyclic shift (Slice + Concat), window partition/merge reshapes,
+    relative position bias, shifted-window mask through a [1, windows, heads, N, N] reshape, then
+    patch merging (strided Slices, Concat, LayerNorm, Linear) and a pooled head."""
+    b = GraphBuilder("swin_block")
+    C, H, D, W = 16, 2, 8, 4
+    x = b.input([1, 3, 16, 16])
+    t = b.op("Transpose", [b.conv(x, 3, C, k=2, stride=2, pad=0)], perm=[0, 2, 3, 1])  # [1,8,8,C]
+    r = _layernorm(b, t, C)
+    y = _layernorm(b, r, C)
+    shifted = b.op("Concat", [
+        b.op("Slice", [y, b.const(np.array([2], np.int64)), b.const(np.array([8], np.int64)), b.const(np.array([1], np.int64))]),
+        b.op("Slice", [y, b.const(np.array([0], np.int64)), b.const(np.array([2], np.int64)), b.const(np.array([1], np.int64))]),
+    ], axis=1)
+    win = b.op("Reshape", [shifted, b.const(np.array([1, 2, W, 2, W, C], np.int64))])
+    win = b.op("Reshape", [b.op("Transpose", [win], perm=[0, 1, 3, 2, 4, 5]), b.const(np.array([4, W * W, C], np.int64))])
+    qkv = b.op("Reshape", [_linear(b, win, C, 3 * C), b.const(np.array([4, W * W, 3, H, D], np.int64))])
+    qkv = b.op("Transpose", [qkv], perm=[2, 0, 3, 1, 4])                            # [3,4,H,N,D]
+    q, k, v = (b.op("Gather", [qkv, b.const(np.array(i, np.int64))], axis=0) for i in range(3))
+    s = b.op("MatMul", [b.op("Mul", [q, b.const(np.float32(D ** -0.5))]), b.op("Transpose", [k], perm=[0, 1, 3, 2])])
+    s = b.op("Add", [s, b.const(b.rand(1, H, W * W, W * W, scale=0.5))])            # relative position bias
+    s = b.op("Reshape", [s, b.const(np.array([1, 4, H, W * W, W * W], np.int64))])
+    s = b.op("Add", [s, b.const(np.where(b.rng.random((1, 4, 1, W * W, W * W)) < 0.2, -100, 0).astype(np.float32))])
+    s = b.op("Reshape", [s, b.const(np.array([-1, H, W * W, W * W], np.int64))])
+    o = b.op("MatMul", [b.op("Softmax", [s], axis=-1), v])                          # [4,H,N,D]
+    o = b.op("Reshape", [b.op("Transpose", [o], perm=[0, 2, 1, 3]), b.const(np.array([4, W * W, C], np.int64))])
+    o = b.op("Reshape", [_linear(b, o, C, C), b.const(np.array([1, 2, 2, W, W, C], np.int64))])
+    o = b.op("Reshape", [b.op("Transpose", [o], perm=[0, 1, 3, 2, 4, 5]), b.const(np.array([1, 8, 8, C], np.int64))])
+    r = b.op("Add", [r, o])
+    r = b.op("Add", [r, _mlp(b, _layernorm(b, r, C), C, 2 * C)])
+    quads = [b.op("Slice", [r, b.const(np.array([i, j], np.int64)), b.const(np.array([8, 8], np.int64)),
+                            b.const(np.array([1, 2], np.int64)), b.const(np.array([2, 2], np.int64))])
+             for i, j in ((0, 0), (1, 0), (0, 1), (1, 1))]
+    m = b.matmul(_layernorm(b, b.op("Concat", quads, axis=-1), 4 * C), 4 * C, 2 * C)  # patch merging
+    m = b.op("Transpose", [_layernorm(b, m, 2 * C)], perm=[0, 3, 1, 2])
+    return b.build(b.gemm(b.op("Flatten", [b.op("GlobalAveragePool", [m])]), 2 * C, 5))
+
+
+TRANSFORMERS = [vit_encoder, bert_encoder, decomposed_ln_encoder, swin_block]
+ZOO.update({f.__name__: f for f in TRANSFORMERS})

@@ -51,6 +51,7 @@ class LoadedModel:
     opset: int
     source: str = "<model>"
     notes: list[str] = field(default_factory=list)
+    original: onnx.ModelProto | None = field(default=None, repr=False)  # as read (opset-converted)
 
     def graph(self) -> gs.Graph:
         """A fresh graph-surgeon copy of the static model (callers may edit it)."""
@@ -241,6 +242,7 @@ def load_model(
             notes.append(f"custom domain '{imp.domain}': its ops are treated as opaque")
     if proto.ir_version > MAX_IR_VERSION:
         proto.ir_version = MAX_IR_VERSION
+    original = copy.deepcopy(proto)
     static = _fix_input_shapes(proto, specs_in, input_shapes or {}, source)
     _name_nodes(proto)
     # Old intermediate shapes may carry the symbolic batch; re-infer them from the static inputs.
@@ -248,22 +250,29 @@ def load_model(
     for vi in proto.graph.output:
         vi.type.tensor_type.ClearField("shape")
 
-    graph = gs.import_onnx(_infer(proto, source))
-    try:
-        graph.fold_constants(fold_shapes=True, error_ok=True)
-    except Exception as exc:  # folding is an optimisation; a failure must not stop the analysis
-        notes.append(f"constant folding skipped ({type(exc).__name__})")
-    graph.cleanup(remove_unused_graph_inputs=False).toposort()
-    folded = gs.export_onnx(graph, do_type_check=False)
-    folded.ir_version = min(proto.ir_version, MAX_IR_VERSION)
-    del folded.opset_import[:]
-    folded.opset_import.extend(proto.opset_import)
-    del folded.graph.value_info[:]
-    inferred = _infer(folded, source)
+    inferred = _infer(proto, source)
+    # Folding one shape sub-graph can make the shapes behind the next one static (Swin pads every
+    # stage to whole windows): fold and re-infer while the graph shrinks and Shape ops remain.
+    for _ in range(16):
+        graph = gs.import_onnx(inferred)
+        before = len(graph.nodes)
+        try:
+            graph.fold_constants(fold_shapes=True, error_ok=True)
+        except Exception as exc:  # folding is an optimisation; a failure must not stop the analysis
+            notes.append(f"constant folding skipped ({type(exc).__name__})")
+        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+        folded = gs.export_onnx(graph, do_type_check=False)
+        folded.ir_version = min(proto.ir_version, MAX_IR_VERSION)
+        del folded.opset_import[:]
+        folded.opset_import.extend(proto.opset_import)
+        del folded.graph.value_info[:]
+        inferred = _infer(folded, source)
+        if len(graph.nodes) >= before or not any(n.op in ("Shape", "Size") for n in graph.nodes):
+            break
     graph = gs.import_onnx(inferred)
     _fill_missing_shapes(graph, inferred, static)
     final = gs.export_onnx(graph, do_type_check=False)
     final.ir_version = folded.ir_version
     del final.opset_import[:]
     final.opset_import.extend(proto.opset_import)
-    return LoadedModel(final, specs_in, specs_out, static, _default_opset(final), source, notes)
+    return LoadedModel(final, specs_in, specs_out, static, _default_opset(final), source, notes, original)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from ..errors import UsageError
@@ -9,17 +11,33 @@ from ..errors import UsageError
 _METHODS: dict[str, type["PruningMethod"]] = {}
 
 
+@dataclass
+class FitResult:
+    """What a method hands to the decision: unit importance, and fine-tuned weights if it trained."""
+
+    importance: np.ndarray
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+    curve: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
 class PruningMethod:
     """Scores prunable units (higher = more important) for the shared greedy decision."""
 
     name = ""
     needs_data = False
+    trains = False
+    per_cost = True  # rank by importance per cost saved (one-shot scores); trained gates already weigh cost
+    min_keep = 0.1  # fraction of every group kept at least
 
     def __init__(self, **options):
         self.options = options
 
     def importance(self, analysis, cost_model, *, data=None, seed: int = 0) -> np.ndarray:
         raise NotImplementedError
+
+    def fit(self, analysis, cost_model, *, data=None, seed: int = 0, **context) -> FitResult:
+        return FitResult(self.importance(analysis, cost_model, data=data, seed=seed))
 
 
 def register_method(cls):
@@ -40,4 +58,4 @@ def get_method(name: str, **options) -> PruningMethod:
 
 
 def _load_all() -> None:
-    from . import magnitude  # noqa: F401
+    from . import magnitude, trained  # noqa: F401

@@ -32,7 +32,6 @@ class _State:
         self.metric = metric
         self.keep = np.ones(analysis.num_units, dtype=bool)
         self.i_alive, self.o_alive = cost_model.alive(None)
-        self.coef = cost_model.coef[metric]
         # unit -> its rows in the touch arrays
         order = np.argsort(cost_model.touch_unit, kind="stable")
         self.touch_rows = np.split(order, np.searchsorted(cost_model.touch_unit[order],
@@ -53,9 +52,9 @@ class _State:
         nodes, inv = np.unique(cm.touch_node[rows], return_inverse=True)
         din = np.bincount(inv, weights=cm.touch_din[rows], minlength=len(nodes))
         dout = np.bincount(inv, weights=cm.touch_dout[rows], minlength=len(nodes))
-        i, o, c = self.i_alive[nodes], self.o_alive[nodes], self.coef[nodes]
-        before = c[:, 0] * i * o + c[:, 1] * i + c[:, 2] * o
-        after = c[:, 0] * (i - din) * (o - dout) + c[:, 1] * (i - din) + c[:, 2] * (o - dout)
+        i, o = self.i_alive[nodes], self.o_alive[nodes]
+        before = cm.per_node(self.metric, i, o, nodes)
+        after = cm.per_node(self.metric, i - din, o - dout, nodes)
         return float((before - after).sum()), nodes, din, dout
 
     def legal(self, units) -> bool:
@@ -82,8 +81,13 @@ def _next_alive(alive: int, round_to: int) -> int:
 
 
 def select_units(analysis, cost_model, importance: np.ndarray, metric: str, fraction: float,
-                 round_to: int = 1, best_effort: bool = False, cost_fn=None) -> Selection:
-    """Remove least-important units per unit of `metric` saved until `fraction` of it remains."""
+                 round_to: int = 1, best_effort: bool = False, per_cost: bool = True,
+                 min_keep: float = 0.0) -> Selection:
+    """Remove least-important units until `fraction` of `metric` remains.
+
+    `per_cost`: rank chunks by importance per unit of cost saved (one-shot criteria); otherwise by
+    importance alone (trained gates already weigh cost), cost breaking ties. `min_keep`: each group keeps
+    at least this fraction of its channels, so one expensive layer is not thinned to nothing."""
     state = _State(analysis, cost_model, metric)
     before = cost_model.total(metric)
     target = fraction * before
@@ -99,10 +103,12 @@ def select_units(analysis, cost_model, importance: np.ndarray, metric: str, frac
     version = [0] * len(groups)
     heap: list[tuple[float, int, int]] = []
 
+    floor = [max(1, int(np.ceil(min_keep * len(r)))) for r in ranked]
+
     def candidate(gi: int):
         alive = len(ranked[gi]) - removed_count[gi]
         nxt = _next_alive(alive, round_to)
-        if nxt < 1:
+        if nxt < floor[gi]:
             return None
         chunk = ranked[gi][removed_count[gi]:removed_count[gi] + alive - nxt]
         if not state.legal(chunk):
@@ -110,7 +116,9 @@ def select_units(analysis, cost_model, importance: np.ndarray, metric: str, frac
         saving, *_ = state.saving(chunk)
         if saving <= 0:
             return None
-        return float(importance[chunk].sum()) / saving, chunk
+        if per_cost:
+            return float(importance[chunk].sum()) / saving, chunk
+        return (float(importance[chunk].mean()), -saving), chunk
 
     def push(gi: int):
         version[gi] += 1

@@ -1,0 +1,260 @@
+"""MorphNet regularizers trained with ONNX Runtime: FiGS gates, Gamma (|BN scale|), GroupLasso.
+
+Each method adds to the training graph a per-unit regularization vector `r` (one entry per
+prunable unit = coupled channel set); the engine weighs it by the cost each unit carries
+(FLOPs, params or latency, alive counts held constant) so the loss is MorphNet's bilinear
+cost regularizer. Coupled channels combine by max (Gamma, GroupLasso: the index of the max is
+fed back each step, so the gradient goes to the arg-max as max's subgradient does); FiGS has
+one gate per unit, so coupling is built in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..gates import gate_shape, insert_gates
+from .base import PruningMethod, register_method
+
+GATE_PARAM = "onnxmorph_gate_theta"
+GATE_NOISE = "onnxmorph_gate_noise"
+GATE_STRAIGHT = "onnxmorph_gate_hard_minus_soft"
+REG_INDEX = "onnxmorph_reg_index"
+
+
+@dataclass
+class Instrumented:
+    params: dict[str, np.ndarray]  # new trainable initializers (name -> initial value)
+    reg_vector: gs.Tensor  # [units]
+    extra_outputs: dict[str, gs.Tensor] = field(default_factory=dict)
+    extra_shapes: dict[str, list[int]] = field(default_factory=dict)
+
+
+class TrainedMethod(PruningMethod):
+    """Shared plumbing: gates at every gate point, each the unit's (optional) learned gate times a
+    fixed 0/1 unit mask; training happens in `onnxmorph.train.loop`; subclasses define r and alive."""
+
+    needs_data = True
+    trains = True
+    per_cost = False
+    min_keep = 0.0
+
+    def fit(self, analysis, cost_model, *, data, seed=0, metric="macs", fraction=0.5, progress=None, **kw):
+        from ..train.loop import train_method
+
+        return train_method(self, analysis, cost_model, data=data, seed=seed, metric=metric,
+                            fraction=fraction, progress=progress, **{**self.options, **kw})
+
+    def instrument(self, graph: gs.Graph, analysis, b) -> Instrumented:
+        from ..train.graph import UNIT_MASK
+
+        u = analysis.num_units
+        unit_mask = b.input(UNIT_MASK, [u])
+        learned = self.gate_values(analysis, b)
+        gate_vec = unit_mask if learned is None else b.op("Mul", [learned, unit_mask])
+        full = b.op("Concat", [gate_vec, b.const([1.0])], {"axis": 0})  # index u: frozen positions
+
+        def gate(name, cmap, tensor):
+            units = analysis.unit_of_element[cmap.ids]
+            index = np.where(units >= 0, units, u).astype(np.int64)
+            picked = b.op("Gather", [full, b.const(index.ravel(), np.int64)], {"axis": 0})
+            return b.op("Reshape", [picked, b.const(gate_shape(cmap, len(tensor.shape)), np.int64)])
+
+        insert_gates(graph, analysis, gate)
+        return self.regularizer(graph, analysis, b)
+
+    # hooks
+    def gate_values(self, analysis, b) -> gs.Tensor | None:
+        """A learned per-unit gate vector, or None for methods without gates."""
+        return None
+
+    def regularizer(self, graph, analysis, b) -> Instrumented:
+        raise NotImplementedError
+
+    def step_inputs(self, rng: np.random.Generator, last: dict, unit_mask=None) -> dict[str, np.ndarray]:
+        return {}
+
+    def eval_inputs(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def alive(self, last: dict) -> np.ndarray:
+        raise NotImplementedError
+
+    def after_step(self, session) -> None:
+        """Called after each optimizer step (e.g. to clamp parameters)."""
+
+    def final_importance(self, last: dict) -> np.ndarray:
+        return np.asarray(last["reg_vector"], dtype=np.float64)
+
+
+class FixedMask(TrainedMethod):
+    """No regularizer: fine-tunes the weights under the fixed unit mask (recovery)."""
+
+    name = "fixed-mask"
+
+    def regularizer(self, graph, analysis, b) -> Instrumented:
+        return Instrumented({}, b.const(np.zeros(analysis.num_units)))
+
+
+@register_method
+class GatesMethod(TrainedMethod):
+    """LogisticSigmoid / FiGS gates: mask = sigmoid((logit + L) / tau), L ~ Logistic(0, 1)."""
+
+    name = "gates"
+    SCALE = 30.0  # logit = SCALE * theta: gates move ~SCALE x faster than weights under Adam
+    LOGIT_RANGE = (-3.0, 6.0)  # keeps closed gates able to reopen (sigmoid' stays non-zero)
+
+    def __init__(self, temperature: float = 0.5, init_logit: float = 4.0, straight_through: bool = True,
+                 **options):
+        super().__init__(**options)
+        self.tau, self.init_logit, self.straight = temperature, init_logit, straight_through
+        self.units = 0
+
+    def gate_values(self, analysis, b):
+        u = self.units = analysis.num_units
+        self.theta = gs.Constant(GATE_PARAM, np.full(u, self.init_logit / self.SCALE, np.float32))
+        noise = b.input(GATE_NOISE, [u])
+        self.logits = b.op("Mul", [self.theta, b.const(self.SCALE)])
+        soft = b.op("Sigmoid", [b.op("Div", [b.op("Add", [self.logits, noise]), b.const(self.tau)])])
+        return b.op("Add", [soft, b.input(GATE_STRAIGHT, [u])])  # forward: hard 0/1 with straight-through
+
+    def regularizer(self, graph, analysis, b) -> Instrumented:
+        prob = b.op("Sigmoid", [self.logits])
+        return Instrumented({GATE_PARAM: self.theta.values}, prob, {"logits": self.logits},
+                            {"logits": [self.units]})
+
+    def step_inputs(self, rng, last, unit_mask=None):
+        u = self.units
+        p = rng.random(u).clip(1e-6, 1 - 1e-6)
+        noise = np.log(p) - np.log1p(-p)
+        hms = np.zeros(u, np.float32)
+        if self.straight and "logits" in last:
+            soft = 1.0 / (1.0 + np.exp(-(last["logits"] + noise) / self.tau))
+            hms = ((soft > 0.5).astype(np.float64) - soft).astype(np.float32)
+        return {GATE_NOISE: noise.astype(np.float32), GATE_STRAIGHT: hms}
+
+    def eval_inputs(self):
+        return {GATE_NOISE: np.zeros(self.units, np.float32), GATE_STRAIGHT: np.zeros(self.units, np.float32)}
+
+    def after_step(self, session) -> None:
+        theta = np.array(session.state.parameters[GATE_PARAM].data)
+        lo, hi = (v / self.SCALE for v in self.LOGIT_RANGE)
+        clipped = np.clip(theta, lo, hi)
+        if not np.array_equal(clipped, theta):
+            session.load_params({GATE_PARAM: clipped})
+
+    def alive(self, last):
+        return np.asarray(last["logits"]) > 0
+
+    def final_importance(self, last):
+        return 1.0 / (1.0 + np.exp(-np.asarray(last["logits"], np.float64)))
+
+
+class _MaxOverCandidates(TrainedMethod):
+    """r_u = max over the unit's channels of a per-channel value (|gamma| or a weight-group norm).
+
+    A unit counts as alive while r_u keeps at least `alive_ratio` of its value at the start of
+    fine-tuning: MorphNet's absolute thresholds (|gamma| < 1e-2) assume training from scratch, whereas a
+    short post-training fine-tune moves r by a fraction, and the final cut is by r anyway."""
+
+    alive_ratio = 0.5
+
+    def candidates(self, graph, analysis, b) -> list[tuple[gs.Tensor, object]]:
+        """(per-position value vector, weight ref) for every source of per-channel values."""
+        raise NotImplementedError
+
+    def regularizer(self, graph, analysis, b) -> Instrumented:
+        sources = self.candidates(graph, analysis, b)
+        u = analysis.num_units
+        per_unit: list[list[int]] = [[] for _ in range(u)]
+        offset = 0
+        for vec, ref in sources:
+            cmap = analysis.maps[ref.tensor]
+            units = analysis.unit_of_element[cmap.ids.ravel()]
+            for p, unit in enumerate(units.tolist()):
+                if unit >= 0:
+                    per_unit[unit].append(offset + p)
+            offset += cmap.ids.size
+        self.total = offset
+        self.per_unit = per_unit
+        self.covered = np.array([bool(c) for c in per_unit])
+        values = b.op("Concat", [v for v, _ in sources] + [b.const([0.0])], {"axis": 0}) if sources else \
+            b.const([0.0])
+        index = b.input(REG_INDEX, [u], dtype=np.int64)
+        r = b.op("Gather", [values, index], {"axis": 0})
+        self._index = np.array([c[0] if c else offset for c in per_unit], np.int64)
+        return Instrumented({}, r, {"candidates": values}, {"candidates": [offset + 1]})
+
+    def step_inputs(self, rng, last, unit_mask=None):
+        if "candidates" in last:
+            vals = np.asarray(last["candidates"])
+            if getattr(self, "_r0", None) is None:
+                self._r0 = np.asarray(last["reg_vector"], np.float64).copy()
+            self._index = np.array([c[int(np.argmax(vals[c]))] if c else self.total for c in self.per_unit],
+                                   np.int64)
+        return {REG_INDEX: self._index}
+
+    def eval_inputs(self):
+        return {REG_INDEX: self._index}
+
+    def alive(self, last):
+        r = np.asarray(last["reg_vector"], np.float64)
+        r0 = getattr(self, "_r0", None)
+        if r0 is None:
+            self._r0 = r0 = r.copy()
+        return (r >= self.alive_ratio * r0) | ~self.covered
+
+    def final_importance(self, last):
+        r = np.asarray(last["reg_vector"], dtype=np.float64)
+        return np.where(self.covered, r, np.inf)
+
+
+@register_method
+class GammaMethod(_MaxOverCandidates):
+    """MorphNet Gamma: r = |BatchNorm scale|; units without a BatchNorm are never pruned by it."""
+
+    name = "gamma"
+
+    def candidates(self, graph, analysis, b):
+        tensors = graph.tensors()
+        nodes = {n.name: n for n in graph.nodes}
+        out = []
+        for ref in analysis.weights:
+            node = nodes.get(ref.node)
+            if node is not None and node.op == "BatchNormalization" and node.inputs[1].name == ref.name:
+                out.append((b.op("Abs", [tensors[ref.name]]), ref))
+        return out
+
+
+@register_method
+class GroupLassoMethod(_MaxOverCandidates):
+    """MorphNet GroupLasso: per output channel l1_fraction*mean|w| + (1 - l1_fraction)*sqrt(mean w^2)."""
+
+    name = "group-lasso"
+
+    def __init__(self, l1_fraction: float = 0.0, **options):
+        super().__init__(**options)
+        self.l1_fraction = l1_fraction
+
+    def candidates(self, graph, analysis, b):
+        tensors = graph.tensors()
+        out = []
+        for ref in analysis.weights:
+            if not ref.produces or ref.name not in tensors:
+                continue
+            w = tensors[ref.name]
+            n = ref.const.shape[ref.axis]
+            k = ref.const.size // n
+            perm = [ref.axis] + [a for a in range(ref.const.ndim) if a != ref.axis]
+            flat = b.op("Reshape", [b.op("Transpose", [w], {"perm": perm}), b.const([n, k], np.int64)])
+            ones = b.const(np.full((k, 1), 1.0 / k))
+            rms = b.op("Sqrt", [b.op("Add", [b.op("MatMul", [b.op("Mul", [flat, flat]), ones]), b.const(1e-12)])])
+            norm = rms
+            if self.l1_fraction > 0:
+                l1 = b.op("MatMul", [b.op("Abs", [flat]), ones])
+                norm = b.op("Add", [b.op("Mul", [l1, b.const(self.l1_fraction)]),
+                                    b.op("Mul", [rms, b.const(1 - self.l1_fraction)])])
+            out.append((b.op("Reshape", [norm, b.const([n], np.int64)]), ref))
+        return out

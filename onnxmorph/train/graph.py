@@ -1,0 +1,180 @@
+"""Assemble the training graph: student (instrumented, lowered) + distillation/CE loss + cost regularizer.
+
+Everything that must not receive a gradient (teacher targets, the per-unit cost weights of the
+regularizer, its strength, gate noise) enters as a graph input fed each step from numpy, which is
+how MorphNet's "alive counts held constant" is expressed without a stop-gradient op.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from ..graph.export import export_graph
+from .lowering import lower_for_training
+
+# constant operand slots holding learnable weights, per op type
+WEIGHT_SLOTS = {
+    "Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (1,), "BatchNormalization": (1, 2),
+    "InstanceNormalization": (1, 2), "LayerNormalization": (1, 2), "PRelu": (1,),
+}
+LINEAR_OPS = ("MatMul", "Gemm", "Conv")
+
+REG_WEIGHTS = "onnxmorph_reg_weights"
+REG_STRENGTH = "onnxmorph_reg_strength"
+LABELS = "onnxmorph_labels_onehot"
+UNIT_MASK = "onnxmorph_unit_mask"  # per-unit 0/1 multiplier of every gate (recovery fine-tuning)
+
+
+@dataclass
+class LossSpec:
+    """How each model output is matched: "kl" (logits, with temperature), "mse", or ignored."""
+
+    kinds: dict[str, str]
+    temperature: float = 4.0
+    label_output: str | None = None  # the logits output compared with labels (cross-entropy)
+    num_classes: int = 0
+    distill_weight: float = 1.0  # weight of distillation when labels are given (CE weight is 1 - it)
+    scales: dict[str, float] = field(default_factory=dict)  # per MSE output: the teacher's std
+
+
+@dataclass
+class TrainingGraph:
+    model: onnx.ModelProto
+    trainable: list[str]
+    data_inputs: list[str]
+    targets: dict[str, str]  # model output -> input fed with the teacher's target
+    outputs: list[str]  # loss first, then diagnostics
+    notes: list[str] = field(default_factory=list)
+
+
+def weight_initializers(graph: gs.Graph) -> list[str]:
+    names = []
+    consumers_of = {}
+    for node in graph.nodes:
+        for t in node.inputs:
+            consumers_of.setdefault(t.name, []).append(node)
+    for node in graph.nodes:
+        slots = WEIGHT_SLOTS.get(node.op, ())
+        if node.op == "Add" and node.inputs and any(
+                p.op in LINEAR_OPS for t in node.inputs if not isinstance(t, gs.Constant) for p in t.inputs):
+            slots = tuple(i for i, t in enumerate(node.inputs) if isinstance(t, gs.Constant))  # a Linear's bias
+        for i in slots:
+            if i < len(node.inputs):
+                t = node.inputs[i]
+                if isinstance(t, gs.Constant) and t.values.dtype == np.float32 and t.values.size > 0 \
+                        and t.name not in names:
+                    names.append(t.name)
+    return names
+
+
+def default_loss_kinds(graph: gs.Graph) -> dict[str, str]:
+    """Logits-like outputs ([N, C] floats) get KL distillation; everything else MSE."""
+    kinds = {}
+    for out in graph.outputs:
+        shape = out.shape or []
+        if out.dtype not in (np.float32, np.dtype("float32")):
+            kinds[out.name] = "skip"
+        elif len(shape) == 2 and isinstance(shape[1], int) and shape[1] > 1:
+            kinds[out.name] = "kl"
+        else:
+            kinds[out.name] = "mse"
+    return kinds
+
+
+class _B:
+    def __init__(self, graph: gs.Graph, prefix: str = "onnxmorph"):
+        self.graph, self.prefix, self.n = graph, prefix, 0
+
+    def const(self, value, dtype=np.float32):
+        self.n += 1
+        return gs.Constant(f"{self.prefix}_c{self.n}", np.asarray(value, dtype=dtype))
+
+    def op(self, op, inputs, attrs=None, name=None, dtype=np.float32):
+        self.n += 1
+        out = gs.Variable(name or f"{self.prefix}_t{self.n}", dtype=dtype)
+        self.graph.nodes.append(gs.Node(op, f"{self.prefix}_{op}_{self.n}", attrs or {}, list(inputs), [out]))
+        return out
+
+    def input(self, name, shape, dtype=np.float32):
+        v = gs.Variable(name, dtype=dtype, shape=list(shape))
+        self.graph.inputs.append(v)
+        return v
+
+    def mean_all(self, x):
+        return self.op("ReduceMean", [x], {"keepdims": 0})
+
+    def sum_all(self, x):
+        return self.op("ReduceSum", [x], {"keepdims": 0})
+
+
+def _task_loss(b: _B, graph: gs.Graph, spec: LossSpec, targets: dict[str, str]):
+    terms = []
+    for out in list(graph.outputs):
+        kind = spec.kinds.get(out.name, "mse")
+        if kind == "skip":
+            continue
+        shape = [int(d) for d in out.shape]
+        target = b.input(f"onnxmorph_target__{out.name}", shape)
+        targets[out.name] = target.name
+        if kind == "kl":
+            # T^2 * mean_n KL(p_teacher || softmax(s / T)); the teacher's log-probs come as a second input
+            t = spec.temperature
+            logp = b.input(f"onnxmorph_target_logp__{out.name}", shape)
+            targets[f"{out.name}::logp"] = logp.name
+            logq = b.op("LogSoftmax", [b.op("Div", [out, b.const(t)])], {"axis": 1})
+            kl = b.sum_all(b.op("Mul", [target, b.op("Sub", [logp, logq])]))
+            terms.append(b.op("Mul", [kl, b.const(t * t / shape[0])]))
+        else:
+            # divided by the teacher's spread, so outputs of any scale weigh alike
+            diff = b.op("Div", [b.op("Sub", [out, target]), b.const(spec.scales.get(out.name, 1.0))])
+            terms.append(b.mean_all(b.op("Mul", [diff, diff])))
+    if not terms:
+        raise ValueError("the model has no float outputs to distill")
+    task = terms[0]
+    for t in terms[1:]:
+        task = b.op("Add", [task, t])
+    if spec.label_output is not None:
+        out = next(o for o in graph.outputs if o.name == spec.label_output)
+        shape = [int(d) for d in out.shape]
+        onehot = b.input(LABELS, shape)
+        logp = b.op("LogSoftmax", [out], {"axis": 1})
+        ce = b.op("Mul", [b.sum_all(b.op("Mul", [onehot, logp])), b.const(-1.0 / shape[0])])
+        w = spec.distill_weight
+        task = b.op("Add", [b.op("Mul", [task, b.const(w)]), b.op("Mul", [ce, b.const(1.0 - w)])])
+    return task
+
+
+def build_training_graph(analysis, method, spec: LossSpec) -> TrainingGraph:
+    """The training ModelProto for `analysis` (at the training batch size) instrumented by `method`."""
+    graph = analysis.loaded.graph()
+    trainable = weight_initializers(graph)
+    b = _B(graph)
+    inst = method.instrument(graph, analysis, b)
+    trainable += list(inst.params)
+    rewritten = lower_for_training(graph)
+    targets: dict[str, str] = {}
+    task = _task_loss(b, graph, spec, targets)
+    weights = b.input(REG_WEIGHTS, [analysis.num_units])
+    strength = b.input(REG_STRENGTH, [])
+    reg = b.sum_all(b.op("Mul", [inst.reg_vector, weights]))
+    loss = b.op("Add", [task, b.op("Mul", [reg, strength])], name="onnxmorph_loss")
+    task_out = b.op("Identity", [task], name="onnxmorph_task_loss")
+    reg_out = b.op("Identity", [reg], name="onnxmorph_reg_value")
+    vec_out = b.op("Identity", [inst.reg_vector], name="onnxmorph_reg_vector")
+    graph.outputs = [loss, task_out, reg_out, vec_out] + [
+        b.op("Identity", [t], name=f"onnxmorph_extra__{k}") for k, t in inst.extra_outputs.items()]
+    inst_shapes = {f"onnxmorph_extra__{k}": inst.extra_shapes.get(k, []) for k in inst.extra_outputs}
+    for t, shape in zip(graph.outputs, [[], [], [], [analysis.num_units]]):
+        t.shape = shape
+    for t in graph.outputs:
+        t.dtype = np.float32
+        if t.shape is None:
+            t.shape = list(inst_shapes.get(t.name, [])) or None
+    data_inputs = [s.name for s in analysis.loaded.inputs]
+    model = export_graph(graph, analysis.loaded)
+    return TrainingGraph(model, trainable, data_inputs, targets, [t.name for t in graph.outputs],
+                         [f"training graph rewrites: {', '.join(sorted(set(rewritten)))}"] if rewritten else [])

@@ -1,0 +1,283 @@
+"""The fine-tuning loops: regularized training of a method's gates/weights, and recovery
+fine-tuning of a fixed keep-mask. Both distill from the original model (label-free by default)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..analysis import analyze
+from ..errors import OnnxMorphError
+from ..graph import load_model
+from ..methods.base import FitResult
+from ..runtime import make_session
+from .engine import TrainingSession
+from .graph import LABELS, REG_STRENGTH, REG_WEIGHTS, UNIT_MASK, LossSpec, build_training_graph, default_loss_kinds
+
+
+class TrainingDiverged(OnnxMorphError):
+    """The loss stayed NaN/Inf after repeated rollbacks."""
+
+
+def _softmax(x: np.ndarray, t: float) -> np.ndarray:
+    z = x / t
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _training_analysis(model, analysis, batch: int):
+    """The analysis at the training batch size, if the model's batch is symbolic and units match."""
+    loaded = analysis.loaded
+    if batch == 1 or not all(s.dims and not isinstance(s.dims[0], int) for s in loaded.inputs):
+        return analysis, 1
+    try:
+        shapes = {s.name: (batch,) + tuple(loaded.static_inputs[s.name][1:]) for s in loaded.inputs}
+        other = analyze(load_model(model, shapes))
+    except OnnxMorphError:
+        return analysis, 1
+    same = other.num_units == analysis.num_units and all(
+        np.array_equal(a, b) for a, b in zip(other.units, analysis.units))
+    return (other, batch) if same else (analysis, 1)
+
+
+def _teacher_outputs(model_proto, inputs: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+    session = make_session(model_proto)
+    names = [o.name for o in session.get_outputs()]
+    n = next(iter(inputs.values())).shape[0]
+    chunks: dict[str, list] = {k: [] for k in names}
+    for start in range(0, n, batch):
+        idx = np.arange(start, start + batch) % n
+        outs = session.run(names, {k: v[idx] for k, v in inputs.items()})
+        keep = min(batch, n - start)
+        for k, o in zip(names, outs):
+            chunks[k].append(o[:keep])
+    return {k: np.concatenate(v) for k, v in chunks.items()}
+
+
+def lr_at(step: int, total: int, base: float) -> float:
+    """Linear warm-up over 5 % of the steps, then cosine decay to 10 % of `base`."""
+    warm = max(1, total // 20)
+    if step < warm:
+        return base * (step + 1) / warm
+    progress = (step - warm) / max(1, total - warm)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _short(outs: dict) -> dict:
+    return {k.replace("onnxmorph_extra__", "").replace("onnxmorph_", ""): v for k, v in outs.items()}
+
+
+class Trainer:
+    """Distillation fine-tuning of `method`'s training graph over `data` (one ORT session)."""
+
+    def __init__(self, method, analysis, *, data, model=None, labels=None, seed=0, batch_size=32,
+                 lr=1e-3, optimizer="adamw", temperature=4.0, distill_weight=0.5, progress=None,
+                 params: dict | None = None):
+        self.say = progress or (lambda msg, **info: None)
+        self.method, self.analysis = method, analysis
+        self.rng = np.random.default_rng(seed)
+        self.notes: list[str] = []
+        self.inputs = {s.name: data[s.name] for s in analysis.loaded.inputs}
+        self.n = next(iter(self.inputs.values())).shape[0]
+        self.labels = data.get(labels) if labels else None
+        source = analysis.loaded.original if analysis.loaded.original is not None else model
+        train_analysis, self.micro = _training_analysis(source, analysis, min(batch_size, self.n))
+        self.accumulate = 1 if self.micro > 1 else batch_size
+        if self.micro == 1 and batch_size > 1:
+            self.notes.append(f"the model's batch size is fixed at 1: gradients are accumulated over "
+                              f"{batch_size} samples")
+        self.say("computing teacher outputs")
+        teacher = _teacher_outputs(train_analysis.loaded.model, self.inputs, self.micro)
+        kinds = default_loss_kinds(train_analysis.loaded.graph())
+        spec = LossSpec(kinds=kinds, temperature=temperature,
+                        scales={k: float(np.std(v)) + 1e-8 for k, v in teacher.items() if kinds.get(k) == "mse"})
+        if self.labels is not None:
+            logits = [k for k, v in kinds.items() if v == "kl"]
+            if not logits:
+                raise OnnxMorphError("--labels needs a logits output ([N, classes]) for cross-entropy")
+            spec.label_output, spec.distill_weight = logits[0], distill_weight
+            spec.num_classes = int(teacher[logits[0]].shape[1])
+            if self.labels.min() < 0 or self.labels.max() >= spec.num_classes:
+                raise OnnxMorphError(f"labels must lie in [0, {spec.num_classes}) for output '{logits[0]}'")
+        self.spec = spec
+        self.targets = {}
+        for k, v in teacher.items():
+            if kinds.get(k) == "kl":
+                p = _softmax(v.astype(np.float64), temperature)
+                self.targets[k] = p.astype(np.float32)
+                self.targets[f"{k}::logp"] = np.log(np.maximum(p, 1e-30)).astype(np.float32)
+            elif kinds.get(k) == "mse":
+                self.targets[k] = v
+        self.say("building the training graph")
+        self.tg = build_training_graph(train_analysis, method, spec)
+        self.notes += self.tg.notes
+        self.session = TrainingSession(self.tg, optimizer=optimizer)
+        if params:
+            self.session.load_params({k: v for k, v in params.items() if k in self.tg.trainable})
+        self.base_lr = lr
+        self._order, self._cursor = self.rng.permutation(self.n), 0
+        self.last: dict = {}
+
+    def _batch(self) -> dict[str, np.ndarray]:
+        if self._cursor + self.micro > self.n:
+            self._order, self._cursor = self.rng.permutation(self.n), 0
+        idx = self._order[self._cursor:self._cursor + self.micro]
+        self._cursor += self.micro
+        feeds = {name: arr[idx] for name, arr in self.inputs.items()}
+        feeds.update({self.tg.targets[k]: v[idx] for k, v in self.targets.items() if k in self.tg.targets})
+        if self.labels is not None:
+            onehot = np.zeros((self.micro, self.spec.num_classes), np.float32)
+            onehot[np.arange(self.micro), self.labels[idx].astype(np.int64)] = 1.0
+            feeds[LABELS] = onehot
+        return feeds
+
+    def run(self, steps: int, *, reg_weights, strength: float, controller=None, unit_mask=None,
+            label="training", log_every=10, checkpoint_every=0, checkpoint_dir=None, start_step=0) -> list[dict]:
+        """`steps` optimizer steps. `reg_weights(keep)` gives the per-unit cost weights; `controller(step,
+        keep, strength)` returns the next strength and the cost fraction to log."""
+        u = self.analysis.num_units
+        mask = np.ones(u, np.float32) if unit_mask is None else unit_mask.astype(np.float32)
+        keep = np.ones(u, dtype=bool) if unit_mask is None else unit_mask.astype(bool)
+        curve: list[dict] = []
+        good, rollbacks = self.session.params(), 0
+        cost = 1.0
+        for step in range(start_step, steps):
+            lr = lr_at(step, steps, self.base_lr)
+            self.session.set_lr(lr)
+            weights = reg_weights(keep).astype(np.float32)
+            losses = []
+            for k in range(self.accumulate):
+                feeds = self._batch()
+                feeds[REG_WEIGHTS] = weights
+                feeds[REG_STRENGTH] = np.array(strength / self.accumulate, np.float32)
+                feeds[UNIT_MASK] = mask
+                feeds.update(self.method.step_inputs(self.rng, self.last, unit_mask))
+                outs = self.session.train_step(feeds, apply=(k == self.accumulate - 1))
+                losses.append((float(outs["onnxmorph_loss"]), float(outs["onnxmorph_task_loss"])))
+            loss = float(np.mean([x for x, _ in losses]))
+            outs["onnxmorph_task_loss"] = np.float32(np.mean([t for _, t in losses]))
+            if not math.isfinite(loss):
+                rollbacks += 1
+                if rollbacks > 5:
+                    raise TrainingDiverged(f"training diverged: the loss is {loss} at step {step} after 5 "
+                                           f"rollbacks; try a smaller --lr (now {self.base_lr:g})")
+                self.session.load_params(good)
+                self.session.module.lazy_reset_grad()
+                self.base_lr *= 0.5
+                self.notes.append(f"step {step}: the loss was {loss}; rolled back and halved the lr "
+                                  f"to {self.base_lr:g}")
+                continue
+            self.last = _short(outs)
+            self.method.after_step(self.session)
+            if controller is not None:
+                keep = self.method.alive(self.last)
+                strength, cost = controller(step, keep, strength)
+            if step % 10 == 0:
+                good = self.session.params()
+            if step % log_every == 0 or step == steps - 1:
+                curve.append({"phase": label, "step": step, "loss": loss,
+                              "task_loss": float(self.last["task_loss"]), "reg": float(self.last["reg_value"]),
+                              "cost_fraction": round(float(cost), 5), "alive_fraction": round(float(keep.mean()), 5),
+                              "strength": strength, "lr": lr})
+            self.say(label, step=step + 1, total=steps, loss=loss, task=float(self.last["task_loss"]),
+                     cost=float(cost), alive=float(keep.mean()))
+            if checkpoint_every and checkpoint_dir and (step + 1) % checkpoint_every == 0:
+                save_checkpoint(self.session, Path(checkpoint_dir), step + 1, strength)
+        return curve
+
+    def final_outputs(self) -> dict:
+        feeds = self._batch()
+        u = self.analysis.num_units
+        feeds[REG_WEIGHTS] = np.zeros(u, np.float32)
+        feeds[REG_STRENGTH] = np.array(0.0, np.float32)
+        feeds[UNIT_MASK] = np.ones(u, np.float32)
+        feeds.update(self.method.eval_inputs())
+        return _short(self.session.evaluate(feeds))
+
+    def close(self):
+        self.session.close()
+
+
+def train_method(method, analysis, cost_model, *, data, seed=0, metric="macs", fraction=0.5, progress=None,
+                 model=None, labels=None, steps=300, batch_size=32, lr=1e-3, optimizer="adamw",
+                 temperature=4.0, distill_weight=0.5, strength=None, log_every=10, checkpoint_every=0,
+                 checkpoint_dir=None, resume=None, **_ignored) -> FitResult:
+    """Regularized fine-tuning: the cost regularizer's strength tracks a budget shrinking to the target."""
+    t0 = time.perf_counter()
+    trainer = Trainer(method, analysis, data=data, model=model, labels=labels, seed=seed, batch_size=batch_size,
+                      lr=lr, optimizer=optimizer, temperature=temperature, distill_weight=distill_weight,
+                      progress=progress)
+    full = cost_model.total(metric)
+    start, lam = 0, (strength if strength is not None else 0.01)
+    if resume:
+        start, lam = load_checkpoint(trainer.session, Path(resume))
+        trainer.notes.append(f"resumed from {resume} at step {start}")
+
+    def controller(step, keep, lam):
+        cost = cost_model.total(metric, keep) / full
+        if strength is not None:
+            return lam, cost
+        budget = 1.0 - (1.0 - fraction) * min(1.0, (step + 1) / max(1.0, 0.6 * steps))
+        # grow gently while above the budget; back off faster when well below it, since gates that
+        # closed too far reopen slowly
+        factor = 1.08 if cost > budget else (0.85 if cost < budget - 0.05 else 0.97)
+        return float(np.clip(lam * factor, 1e-5, 1e6)), cost
+
+    try:
+        curve = trainer.run(steps, reg_weights=lambda keep: cost_model.marginal(metric, keep) / full,
+                            strength=lam, controller=controller, log_every=log_every,
+                            checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir, start_step=start)
+        last = trainer.final_outputs()
+        importance = method.final_importance(last)
+        params = trainer.session.params()
+        reached = cost_model.total(metric, method.alive(last)) / full
+    finally:
+        trainer.close()
+    notes = trainer.notes + [f"trained {steps - start} steps in {time.perf_counter() - t0:.1f} s; the gates "
+                             f"left {reached:.3f} of the original {metric} alive (target {fraction:g})"]
+    return FitResult(importance, params, curve, notes)
+
+
+def recover(analysis, keep_units: np.ndarray, *, data, steps: int, seed=0, progress=None, model=None, labels=None,
+            batch_size=32, lr=1e-3, optimizer="adamw", temperature=4.0, distill_weight=0.5,
+            **_ignored) -> FitResult:
+    """Distillation fine-tuning of the masked model (0/1 gates fixed to `keep_units`)."""
+    from ..methods.trained import FixedMask
+
+    t0 = time.perf_counter()
+    trainer = Trainer(FixedMask(), analysis, data=data, model=model, labels=labels, seed=seed,
+                      batch_size=batch_size, lr=lr, optimizer=optimizer, temperature=temperature,
+                      distill_weight=distill_weight, progress=progress)
+    try:
+        curve = trainer.run(steps, reg_weights=lambda keep: np.zeros(len(keep)), strength=0.0,
+                            unit_mask=keep_units, label="recovery")
+        params = trainer.session.params()
+    finally:
+        trainer.close()
+    notes = trainer.notes + [f"recovery fine-tuning: {steps} steps in {time.perf_counter() - t0:.1f} s"]
+    return FitResult(np.zeros(0), params, curve, notes)
+
+
+def save_checkpoint(session: TrainingSession, folder: Path, step: int, lam: float) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    session.save(folder / "checkpoint")
+    (folder / "loop.json").write_text(json.dumps({"step": step, "strength": lam}))
+
+
+def load_checkpoint(session: TrainingSession, folder: Path) -> tuple[int, float]:
+    from .ortsupport import training_modules
+
+    _, api, _ = training_modules()
+    try:
+        state = api.CheckpointState.load_checkpoint(str(folder / "checkpoint"))
+        loop = json.loads((folder / "loop.json").read_text())
+        session.load_params({name: np.array(state.parameters[name].data) for name in session.tg.trainable})
+    except Exception as exc:
+        raise OnnxMorphError(f"--resume {folder}: not an onnxmorph checkpoint of this model "
+                             f"({type(exc).__name__})") from None
+    return int(loop["step"]), float(loop["strength"])
