@@ -229,6 +229,7 @@ def prune(
     report["analysis"] = options.as_dict()
     if curve:
         report["training_curve"] = curve
+    report.update(fit.extra)
     return PruneResult(pruned, masked, report, analysis)
 
 

@@ -116,6 +116,14 @@ def prune(
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Save training state every N steps."),
     checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Where --checkpoint-every writes."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Resume training from a --checkpoint-dir."),
+    fisher_decay: Optional[float] = typer.Option(None, "--fisher-decay", help="fisher: EMA decay of the signal (0.96)."),
+    burn_in: Optional[int] = typer.Option(None, "--burn-in", help="fisher: steps before the first removal."),
+    prune_every: Optional[int] = typer.Option(None, "--prune-every", help="fisher: steps between removals."),
+    prune_per_event: Optional[int] = typer.Option(None, "--prune-per-event",
+                                                  help="fisher: channels removed per event (default: sized to "
+                                                       "reach the target by 80 %% of the steps)."),
+    flops_weight: Optional[str] = typer.Option(None, "--flops-weight",
+                                               help="fisher: 'auto' (signal per cost) or a float w (signal - w*cost)."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Hardware profile (name or JSON file)."),
     round_to: Optional[int] = typer.Option(None, "--round-to",
                                            help="Keep channel counts multiples of N (default: the profile's "
@@ -142,7 +150,9 @@ def prune(
         options = {k: v for k, v in (
             ("steps", steps), ("batch_size", batch_size), ("lr", lr), ("strength", strength),
             ("temperature", temperature), ("optimizer", optimizer), ("checkpoint_every", checkpoint_every),
-            ("checkpoint_dir", checkpoint_dir), ("resume", resume)) if v is not None}
+            ("checkpoint_dir", checkpoint_dir), ("resume", resume), ("fisher_decay", fisher_decay),
+            ("burn_in", burn_in), ("prune_every", prune_every), ("prune_per_event", prune_per_event),
+            ("flops_weight", flops_weight)) if v is not None}
         if checkpoint_every and not checkpoint_dir:
             raise UsageError("--checkpoint-every needs --checkpoint-dir")
         reporter = _Reporter(quiet)
@@ -234,7 +244,9 @@ def _print_summary(rep: dict, output: Path) -> None:
         if key not in o:
             continue
         ratio = p[key] / o[key] if o[key] else 1.0
-        label = {"macs": "MACs", "latency_ms": f"latency ({rep['profile']['name']})"}.get(key, key)
+        profile = rep.get("profile")
+        profile = profile.get("name") if isinstance(profile, dict) else profile
+        label = {"macs": "MACs", "latency_ms": f"latency ({profile or 'profile'})"}.get(key, key)
         table.add_row(label, f"{o[key] / scale:,.3f} {unit}", f"{p[key] / scale:,.3f} {unit}", f"{ratio:.3f}")
     out.print(table)
     v = rep["verify"]

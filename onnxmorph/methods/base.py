@@ -19,6 +19,7 @@ class FitResult:
     params: dict[str, np.ndarray] = field(default_factory=dict)
     curve: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # method-specific report entries (e.g. pruning order)
 
 
 class PruningMethod:
@@ -58,4 +59,4 @@ def get_method(name: str, **options) -> PruningMethod:
 
 
 def _load_all() -> None:
-    from . import magnitude, trained  # noqa: F401
+    from . import fisher, magnitude, trained  # noqa: F401

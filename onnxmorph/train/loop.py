@@ -77,7 +77,7 @@ class Trainer:
 
     def __init__(self, method, analysis, *, data, model=None, labels=None, seed=0, batch_size=32,
                  lr=1e-3, optimizer="adamw", temperature=4.0, distill_weight=0.5, progress=None,
-                 params: dict | None = None):
+                 params: dict | None = None, sample_labels: bool = False):
         self.say = progress or (lambda msg, **info: None)
         self.method, self.analysis = method, analysis
         self.rng = np.random.default_rng(seed)
@@ -85,6 +85,7 @@ class Trainer:
         self.inputs = {s.name: data[s.name] for s in analysis.loaded.inputs}
         self.n = next(iter(self.inputs.values())).shape[0]
         self.labels = data.get(labels) if labels else None
+        self.sampled = None  # teacher probabilities to draw labels from (the model's own Fisher)
         source = analysis.loaded.original if analysis.loaded.original is not None else model
         train_analysis, self.micro = _training_analysis(source, analysis, min(batch_size, self.n))
         self.accumulate = 1 if self.micro > 1 else batch_size
@@ -96,6 +97,12 @@ class Trainer:
         kinds = default_loss_kinds(train_analysis.loaded.graph())
         spec = LossSpec(kinds=kinds, temperature=temperature,
                         scales={k: float(np.std(v)) + 1e-8 for k, v in teacher.items() if kinds.get(k) == "mse"})
+        if sample_labels and self.labels is None:
+            logits = [k for k, v in kinds.items() if v == "kl"]
+            if not logits:
+                raise OnnxMorphError("this method needs a logits output ([N, classes]) or --labels")
+            self.sampled = _softmax(teacher[logits[0]].astype(np.float64), 1.0)
+            self.labels = np.zeros(self.n, np.int64)  # redrawn for every batch
         if self.labels is not None:
             logits = [k for k, v in kinds.items() if v == "kl"]
             if not logits:
@@ -130,6 +137,10 @@ class Trainer:
         self._cursor += self.micro
         feeds = {name: arr[idx] for name, arr in self.inputs.items()}
         feeds.update({self.tg.targets[k]: v[idx] for k, v in self.targets.items() if k in self.tg.targets})
+        if self.sampled is not None:
+            cdf = np.cumsum(self.sampled[idx], axis=1)
+            u = self.rng.random((len(idx), 1))
+            self.labels[idx] = np.minimum((u > cdf).sum(axis=1), cdf.shape[1] - 1)
         if self.labels is not None:
             onehot = np.zeros((self.micro, self.spec.num_classes), np.float32)
             onehot[np.arange(self.micro), self.labels[idx].astype(np.int64)] = 1.0

@@ -1,0 +1,163 @@
+"""Fisher pruning (Theis et al. 2018; twml's PruningOptimizer) on ONNX Runtime training.
+
+A mask tiled over the batch ([batch, units], all ones) multiplies every gate point, so the
+gradient ONNX Runtime computes for it is, per example n and unit k, g_nk = sum a * dL/da over
+every position of the unit's coupled channels. The signal Delta_k = 1/2 mean_n g_nk^2 is smoothed
+by an EMA; after a burn-in, every few steps the unit with the smallest Delta_k / dC_k (or
+Delta_k - w * dC_k) is removed, dC being the cost it saves now. Removed units stay at 0.
+Without labels, the loss is cross-entropy on labels drawn from the original model's own
+predictions (the model's Fisher information), mixed with distillation.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..errors import UsageError
+from ..gates import gate_shape, insert_gates
+from .base import FitResult, register_method
+from .trained import Instrumented, TrainedMethod
+
+FISHER_MASK = "onnxmorph_fisher_mask"
+
+
+@register_method
+class FisherMethod(TrainedMethod):
+    name = "fisher"
+    min_keep = 0.0
+
+    def __init__(self, fisher_decay: float = 0.96, burn_in: int | None = None, prune_every: int | None = None,
+                 flops_weight="auto", prune_per_event: int | None = None, **options):
+        super().__init__(**options)
+        self.decay = float(fisher_decay)
+        self.burn_in, self.prune_every, self.per_event = burn_in, prune_every, prune_per_event
+        if isinstance(flops_weight, str) and flops_weight != "auto":
+            try:
+                flops_weight = float(flops_weight)
+            except ValueError:
+                raise UsageError(f"--flops-weight must be 'auto' or a number, got '{flops_weight}'") from None
+        self.flops_weight = flops_weight
+
+    # graph
+    def instrument(self, graph, analysis, b) -> Instrumented:
+        from ..train.graph import UNIT_MASK
+
+        u = analysis.num_units
+        batch = int(graph.inputs[0].shape[0])
+        self.batch = batch
+        unit_mask = b.input(UNIT_MASK, [u])
+        mask = gs.Constant(FISHER_MASK, np.ones((batch, u), np.float32))
+        per_example = b.op("Mul", [mask, unit_mask])
+        full = b.op("Concat", [per_example, b.const(np.ones((batch, 1)))], {"axis": 1})
+
+        def gate(name, cmap, tensor):
+            if 0 in cmap.axes:
+                raise UsageError(f"fisher: tensor '{name}' has channels on the batch axis")
+            units = analysis.unit_of_element[cmap.ids]
+            index = np.where(units >= 0, units, u).astype(np.int64).ravel()
+            picked = b.op("Gather", [full, b.const(index, np.int64)], {"axis": 1})
+            shape = gate_shape(cmap, len(tensor.shape))
+            shape[0] = batch
+            return b.op("Reshape", [picked, b.const(shape, np.int64)])
+
+        insert_gates(graph, analysis, gate)
+        return Instrumented({FISHER_MASK: mask.values}, b.const(np.zeros(u)))
+
+    def after_step(self, session) -> None:
+        param = session.state.parameters[FISHER_MASK]
+        self.last_grad = np.array(param.grad)
+        param.data = np.ascontiguousarray(np.tile(self.keep.astype(np.float32), (self.batch, 1)))
+
+    def alive(self, last):
+        return self.keep
+
+    def fit(self, analysis, cost_model, **kw) -> FitResult:
+        return self._fit(analysis, cost_model, **{**self.options, **kw})
+
+    # the pruning loop
+    def _fit(self, analysis, cost_model, *, data, seed=0, metric="macs", fraction=0.5, progress=None, model=None,
+             labels=None, steps=300, batch_size=32, lr=1e-3, optimizer="adamw", temperature=4.0,
+             distill_weight=0.5, **_ignored) -> FitResult:
+        from ..methods.decide import select_units
+        from ..train.loop import Trainer
+
+        t0 = time.perf_counter()
+        u = analysis.num_units
+        self.keep = np.ones(u, dtype=bool)
+        full = cost_model.total(metric)
+        target = fraction * full
+        # how many units a cost-only greedy removes to reach the target: sizes the pruning events
+        estimate = select_units(analysis, cost_model, np.ones(u), metric, fraction, best_effort=True,
+                                per_cost=True)
+        to_remove = max(1, int((~estimate.keep_units).sum()))
+        burn_in = self.burn_in if self.burn_in is not None else max(1, steps // 10)
+        every = self.prune_every or 1
+        events = max(1, (int(0.8 * steps) - burn_in) // every)
+        per_event = self.per_event or max(1, math.ceil(to_remove / events))
+        alive_in = np.array([len(c) for c in analysis.constraints])
+        unit_constraints = [[] for _ in range(u)]
+        for ci, c in enumerate(analysis.constraints):
+            for x in c.tolist():
+                unit_constraints[x].append(ci)
+
+        trainer = Trainer(self, analysis, data=data, model=model, labels=labels, seed=seed, batch_size=batch_size,
+                          lr=lr, optimizer=optimizer, temperature=temperature, distill_weight=distill_weight,
+                          progress=progress, sample_labels=True)
+        delta = None
+        order: list[dict] = []
+
+        def controller(step, keep, lam):
+            nonlocal delta
+            g = self.last_grad.astype(np.float64)
+            signal = 0.5 * (g * g).mean(axis=0)
+            delta = signal if delta is None else self.decay * delta + (1 - self.decay) * signal
+            cost = cost_model.total(metric, self.keep)
+            if step >= burn_in and (step - burn_in) % every == 0 and cost > target:
+                for _ in range(per_event):
+                    saving = cost_model.marginal(metric, self.keep)
+                    ok = self.keep & (saving > 0)
+                    for x in np.nonzero(ok)[0]:
+                        if any(alive_in[ci] <= 1 for ci in unit_constraints[x]):
+                            ok[x] = False
+                    if not ok.any() or cost <= target:
+                        break
+                    if self.flops_weight == "auto":
+                        score = delta / np.maximum(saving, 1e-12)
+                    else:
+                        score = delta - float(self.flops_weight) * saving / full
+                    score = np.where(ok, score, np.inf)
+                    x = int(np.argmin(score))
+                    if not order:
+                        self.first_event = {"delta": delta.copy(), "saving": saving.copy(), "ok": ok.copy()}
+                    self.keep[x] = False
+                    for ci in unit_constraints[x]:
+                        alive_in[ci] -= 1
+                    cost -= saving[x]
+                    order.append({"step": step, "unit": x, "signal": float(delta[x]), "delta_cost": float(saving[x])})
+            return lam, cost / full
+
+        try:
+            curve = trainer.run(steps, reg_weights=lambda keep: np.zeros(u), strength=0.0, controller=controller,
+                                label="fisher")
+            params = trainer.session.params()
+        finally:
+            trainer.close()
+        params.pop(FISHER_MASK, None)
+        # removed units first, in removal order; then the rest by their smoothed signal
+        importance = np.asarray(delta if delta is not None else np.zeros(u), np.float64).copy()
+        for rank, event in enumerate(order):
+            importance[event["unit"]] = -1.0 - (len(order) - rank)
+        group_of = analysis.group_of_unit()
+        for event in order:
+            g = analysis.groups[group_of[event["unit"]]]
+            event["group"] = g.name
+            event["channel"] = g.units.index(event["unit"])
+        reached = cost_model.total(metric, self.keep) / full
+        notes = trainer.notes + [f"fisher: removed {len(order)} channels in {steps} steps "
+                                 f"({time.perf_counter() - t0:.1f} s), reaching {reached:.3f} of the original "
+                                 f"{metric} (target {fraction:g})"]
+        return FitResult(importance, params, curve, notes, extra={"pruning_order": order})
