@@ -2,5 +2,6 @@
 
 from .analyzer import Analysis, ChannelGroup, analyze
 from .channels import ChannelMap
+from .options import ATTENTION_MODES, AnalysisOptions
 
-__all__ = ["Analysis", "ChannelGroup", "ChannelMap", "analyze"]
+__all__ = ["ATTENTION_MODES", "Analysis", "AnalysisOptions", "ChannelGroup", "ChannelMap", "analyze"]

@@ -15,9 +15,10 @@ import onnx_graphsurgeon as gs
 
 from ..cost.node_cost import Bilinear, NodeCost
 from ..graph.load import LoadedModel
-from .channels import ChannelMap, ElementTable
+from .channels import ChannelMap, ElementTable, resolve_rectangles
 from .handlers import handler_for
 from .handlers.leaf import LEAF
+from .options import AnalysisOptions
 
 
 @dataclass
@@ -33,8 +34,11 @@ class WeightRef:
 class AnalysisContext:
     """What handlers see while propagating."""
 
-    def __init__(self, graph: gs.Graph):
+    def __init__(self, graph: gs.Graph, options: AnalysisOptions | None = None):
         self.graph = graph
+        self.options = options or AnalysisOptions()
+        self.grids: list[np.ndarray] = []  # multi-axis maps whose kept sets must stay rectangles
+        self.labels: dict[int, tuple[int, str]] = {}  # element -> (priority, group name)
         self.table = ElementTable()
         self.maps: dict[str, ChannelMap] = {}
         self.gates: dict[str, list[str]] = {}  # tensor -> consumer nodes that reduce over its channels
@@ -67,6 +71,17 @@ class AnalysisContext:
         return cmap
 
     # coupling
+    def require_rectangle(self, ids: np.ndarray) -> None:
+        """Register a multi-axis grid; grids no handler ties get the default layout at the end."""
+        if np.ndim(ids) > 1:
+            self.grids.append(np.asarray(ids))
+
+    def label(self, ids, name: str, priority: int = 1) -> None:
+        """Name the groups these elements end up in (the highest priority wins, then the first)."""
+        for e in np.unique(np.asarray(ids).ravel()).tolist():
+            if self.labels.get(e, (-1, ""))[0] < priority:
+                self.labels[e] = (priority, name)
+
     def couple(self, a: ChannelMap, b: ChannelMap) -> None:
         self.table.union(a.ids, b.ids)
 
@@ -133,6 +148,7 @@ class Analysis:
     groups: list[ChannelGroup]
     frozen_groups: list[ChannelGroup]
     constraints: list[np.ndarray] = field(default_factory=list)  # unit sets that must keep >= 1
+    options: AnalysisOptions = field(default_factory=AnalysisOptions)  # what `analyze` was asked for
 
     @property
     def num_units(self) -> int:
@@ -161,9 +177,9 @@ class Analysis:
         return np.unique(u, return_counts=True)
 
 
-def analyze(loaded: LoadedModel) -> Analysis:
+def analyze(loaded: LoadedModel, options: AnalysisOptions | None = None) -> Analysis:
     graph = loaded.graph()
-    ctx = AnalysisContext(graph)
+    ctx = AnalysisContext(graph, options)
     for node in graph.nodes:
         handler = handler_for(node)
         first_new = len(ctx.table)
@@ -175,6 +191,7 @@ def analyze(loaded: LoadedModel) -> Analysis:
                 ctx.maps.pop(t.name, None)
             ctx.table.freeze(np.arange(first_new, len(ctx.table)), reason)
             LEAF.freeze_node(node, ctx, reason)
+    resolve_rectangles(ctx.table, ctx.grids)
     for t in graph.outputs:
         ctx.freeze(ctx.map(t), f"graph output '{t.name}'")
     return _collect(loaded, ctx)
@@ -198,6 +215,9 @@ def _collect(loaded: LoadedModel, ctx: AnalysisContext) -> Analysis:
     for r, elems in members.items():
         signature = tuple(sorted({table.space[e] for e in elems}))
         name = "+".join(table.spaces[s] for s in signature)
+        labelled = [ctx.labels[e] for e in elems if e in ctx.labels]
+        if labelled:
+            name = max(labelled, key=lambda pl: pl[0])[1]
         if r in frozen_roots:
             g = frozen_groups.setdefault(signature, ChannelGroup(name, [], frozen_roots[r]))
             g.units.append(-1)
@@ -219,5 +239,5 @@ def _collect(loaded: LoadedModel, ctx: AnalysisContext) -> Analysis:
         loaded=loaded, table=table, maps=ctx.maps, gates=ctx.gates, weights=ctx.weights,
         costs=ctx.costs, leaves=ctx.leaves, unit_of_element=unit_of_element, units=units,
         groups=list(groups.values()), frozen_groups=list(frozen_groups.values()),
-        constraints=list(constraints.values()),
+        constraints=list(constraints.values()), options=ctx.options,
     )

@@ -102,3 +102,52 @@ class ElementTable:
     def roots(self) -> np.ndarray:
         return np.fromiter((self.find(e) for e in range(len(self.parent))), dtype=np.int64,
                            count=len(self.parent))
+
+
+# --- multi-axis maps: keeping every kept set a rectangle -------------------------------------------
+#
+# A tensor whose channels lie on several axes (a Reshape into (heads, head_dim), a fused QKV split into
+# (3, C), a channel shuffle) is emitted by slicing each axis on its own, so the kept positions must
+# form a product of per-axis index sets for *every* keep-mask. That holds when the unit of a position
+# depends on its index along one axis only. Handlers that know what an axis means tie it one way or
+# the other (attention: a head is one unit, or a head dim is one unit across heads); grids nobody
+# decided on get the default when the analysis ends (`resolve_rectangles`).
+
+
+def tie_slices(table: ElementTable, ids: np.ndarray, axis: int) -> None:
+    """Every index along `axis` becomes one unit (e.g. a whole attention head)."""
+    moved = np.moveaxis(np.asarray(ids), axis, 0)
+    for i in range(moved.shape[0]):
+        table.union_all(moved[i])
+
+
+def tie_fibers(table: ElementTable, ids: np.ndarray, axis: int) -> None:
+    """Positions that differ only along `axis` go together: that axis never shrinks on its own."""
+    moved = np.moveaxis(np.asarray(ids), axis, -1)
+    flat = moved.reshape(-1, moved.shape[-1])
+    if flat.shape[1] > 1:
+        table.union(np.repeat(flat[:, :1], flat.shape[1] - 1, axis=1), flat[:, 1:])
+
+
+def is_rectangular(table: ElementTable, ids: np.ndarray) -> bool:
+    """True when units vary along at most one axis of the grid (every keep-mask is a rectangle)."""
+    ids = np.asarray(ids)
+    if ids.ndim <= 1:
+        return True
+    roots = np.vectorize(table.find, otypes=[np.int64])(ids)
+    for a in range(ids.ndim):
+        index = tuple(slice(None) if k == a else slice(0, 1) for k in range(ids.ndim))
+        if (roots == roots[index]).all():
+            return True
+    return False
+
+
+def resolve_rectangles(table: ElementTable, grids: list[np.ndarray]) -> None:
+    """Give every grid no handler decided on the default layout: positions sharing an index on the
+    last axis go together (per-head-dim pruning, channel-shuffle pairs). Grids are taken in the order
+    they were registered (topological), so a transposed copy of an earlier grid is already settled."""
+    for ids in grids:
+        if not is_rectangular(table, ids):
+            flat = np.asarray(ids).reshape(-1, ids.shape[-1])
+            for j in range(flat.shape[1]):
+                table.union_all(flat[:, j])

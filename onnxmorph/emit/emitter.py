@@ -75,7 +75,7 @@ class EmitContext:
 
     def set_input(self, node: gs.Node, i: int, value: np.ndarray) -> None:
         old = node.inputs[i]
-        value = np.ascontiguousarray(value)
+        value = np.asarray(value, order="C")  # (ascontiguousarray would make a scalar 1-D)
         if isinstance(old, gs.Constant) and self._uses.get(old.name, 0) <= 1:
             old.values = value  # sole user: edit in place, keeping the initializer's name
             return
@@ -84,7 +84,31 @@ class EmitContext:
         node.inputs[i] = gs.Constant(self._fresh_name(f"{old.name or node.name}__pruned"), value)
 
     def add_input(self, node: gs.Node, value: np.ndarray, hint: str) -> None:
-        node.inputs.append(gs.Constant(self._fresh_name(f"{node.name}__{hint}"), np.ascontiguousarray(value)))
+        node.inputs.append(gs.Constant(self._fresh_name(f"{node.name}__{hint}"), np.asarray(value, order="C")))
+
+    def constant(self, value: np.ndarray, hint: str) -> gs.Constant:
+        return gs.Constant(self._fresh_name(hint), np.asarray(value, order="C"))
+
+    def wrap_input(self, node: gs.Node, i: int, op: str, extra_inputs: list, hint: str, **attrs) -> gs.Node:
+        """Insert `op(node.inputs[i], *extra_inputs)` in front of `node`'s input `i` (that use only)."""
+        src = node.inputs[i]
+        mid = gs.Variable(self._fresh_name(f"{src.name}__{hint}"), dtype=src.dtype)
+        new = gs.Node(op, name=self._fresh_name(f"{node.name}__{hint}"), inputs=[src, *extra_inputs],
+                      outputs=[mid], attrs=attrs)
+        node.inputs[i] = mid
+        self.graph.nodes.append(new)
+        return new
+
+    def wrap_output(self, node: gs.Node, i: int, op: str, extra_inputs: list, hint: str, **attrs) -> gs.Node:
+        """Insert `op(y, *extra_inputs)` after `node`'s output `i`; the original tensor (and its name)
+        becomes the new node's output, so every consumer sees the wrapped value."""
+        out = node.outputs[i]
+        mid = gs.Variable(self._fresh_name(f"{out.name}__{hint}"), dtype=out.dtype)
+        node.outputs[i] = mid
+        new = gs.Node(op, name=self._fresh_name(f"{node.name}__{hint}"), inputs=[mid, *extra_inputs],
+                      outputs=[out], attrs=attrs)
+        self.graph.nodes.append(new)
+        return new
 
 
 def emit_pruned(analysis, keep_units: np.ndarray) -> onnx.ModelProto:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..channels import ChannelMap
+from ...cost.node_cost import Bilinear
 from .base import OpHandler, const_value, input_or_attr, is_present, norm_axis, register
+from .conv import F32
 
 
 def _slice_constants(node, ctx, kept: dict[int, np.ndarray], rank: int) -> None:
@@ -89,22 +91,22 @@ class SplitHandler(OpHandler):
             for out in node.outputs:
                 ctx.set_map(out, cmap)
             return
-        if not cmap.is_1d:
-            raise ValueError("split of a multi-axis channel layout")
+        j = cmap.axes.index(axis)  # a multi-axis map (fused QKV as (3, heads, dim)) splits on one axis
         offset = 0
         for out, size in zip(node.outputs, _split_sizes(node, ctx, ctx.shape(x)[axis])):
-            ctx.set_map(out, ChannelMap((axis,), cmap.ids[offset:offset + size]))
+            ctx.set_map(out, ChannelMap(cmap.axes, np.take(cmap.ids, np.arange(offset, offset + size), axis=j)))
             offset += size
 
     def emit(self, node, ctx) -> None:
         x = node.inputs[0]
         cmap = ctx.map(x)
-        if ctx.kept(x) is None or cmap is None:
+        if not ctx.kept_axes(x) or cmap is None:
             return
         axis = norm_axis(int(node.attrs.get("axis", 0)), len(ctx.shape(x)))
         if axis not in cmap.axes:
             return
-        sizes = np.array([ctx.kept_count(out) for out in node.outputs], dtype=np.int64)
+        sizes = np.array([len(ctx.kept_axes(out)[axis]) if axis in ctx.kept_axes(out) else ctx.shape(out)[axis]
+                          for out in node.outputs], dtype=np.int64)
         node.attrs.pop("num_outputs", None)
         if ctx.opset >= 13:
             if is_present(node, 1):
@@ -139,23 +141,24 @@ class SliceHandler(OpHandler):
         for s, e, a, st in zip(starts, ends, axes, steps):
             if a not in cmap.axes:
                 continue
-            if not cmap.is_1d or int(st) != 1:
-                raise ValueError("strided or multi-axis slice of channels")
-            ids = ids[slice(*slice(int(s), int(e), 1).indices(shape[a]))]
-        ctx.set_map(node.outputs[0], ChannelMap(cmap.axes, ids))
+            if int(st) != 1:
+                raise ValueError("strided slice of channels")
+            j = cmap.axes.index(a)
+            ids = np.take(ids, np.arange(*slice(int(s), int(e), 1).indices(shape[a])), axis=j)
+        ctx.set_map(node.outputs[0], ChannelMap(cmap.axes, np.ascontiguousarray(ids)))
 
     def emit(self, node, ctx) -> None:
         x = node.inputs[0]
-        kept = ctx.kept(x)
-        cmap = ctx.map(x)
-        if kept is None or cmap is None:
+        kept_axes = ctx.kept_axes(x)
+        if not kept_axes:
             return
         shape = ctx.shape(x)
         starts, ends, axes, steps = _slice_params(node, len(shape))
         new_starts, new_ends = starts.astype(np.int64).copy(), ends.astype(np.int64).copy()
         for i, a in enumerate(axes):
-            if a != cmap.axis:
+            if a not in kept_axes:
                 continue
+            kept = kept_axes[a]
             lo, hi, _ = slice(int(starts[i]), int(ends[i]), 1).indices(shape[a])
             new_starts[i] = int((kept < lo).sum())
             new_ends[i] = new_starts[i] + int(((kept >= lo) & (kept < hi)).sum())
@@ -170,10 +173,19 @@ class GatherHandler(OpHandler):
     def propagate(self, node, ctx) -> None:
         x, idx_t = node.inputs
         cmap = ctx.map(x)
-        if cmap is None:
-            return
         rank = ctx.rank(x)
         axis = norm_axis(int(node.attrs.get("axis", 0)), rank)
+        table = const_value(x)
+        if table is not None and table.ndim == 2 and axis == 0 and const_value(idx_t) is None:
+            # An embedding lookup (token ids -> rows of a table): its columns are new channels.
+            y = node.outputs[0]
+            ctx.new_channels(y, ctx.rank(y) - 1, node.name)
+            ctx.weight(node, x, 1, y)
+            ctx.cost(node, None, y, 0, ctx.rank(y) - 1, params=Bilinear(c=table.shape[0]),
+                     bytes=Bilinear(c=F32 * 2 * int(np.prod(ctx.shape(idx_t)))))
+            return
+        if cmap is None:
+            return
         indices = const_value(idx_t)
         if axis not in cmap.axes:
             if indices is None and ctx.rank(idx_t) != 1:
@@ -182,8 +194,17 @@ class GatherHandler(OpHandler):
             ctx.set_map(node.outputs[0], ChannelMap(tuple(a if a < axis else a + r - 1 for a in cmap.axes),
                                                     cmap.ids))
             return
-        if indices is None or indices.ndim > 1 or not cmap.is_1d:
+        if indices is None or indices.ndim > 1:
             raise ValueError("gather of channels needs constant scalar or 1-D indices")
+        if not cmap.is_1d:
+            # One slice of a multi-axis map: q = qkv[0] of a fused QKV laid out as (3, heads, dim).
+            if indices.ndim != 0:
+                raise ValueError("gather of several slices of a multi-axis channel layout")
+            j = cmap.axes.index(axis)
+            picked = np.take(cmap.ids, int(indices) % ctx.shape(x)[axis], axis=j)
+            axes = tuple(a if a < axis else a - 1 for a in cmap.axes if a != axis)
+            ctx.set_map(node.outputs[0], ChannelMap(axes, np.ascontiguousarray(picked)))
+            return
         picked = cmap.ids[np.where(indices < 0, indices + ctx.shape(x)[axis], indices)]
         if indices.ndim == 0:
             ctx.table.freeze([picked], f"Gather '{node.name}' reads one channel by index")
@@ -192,17 +213,25 @@ class GatherHandler(OpHandler):
 
     def emit(self, node, ctx) -> None:
         x = node.inputs[0]
-        kept = ctx.kept(x)
+        table = const_value(x)
+        if table is not None:
+            kout = ctx.kept(node.outputs[0])
+            if kout is not None and table.ndim == 2:
+                ctx.set_input(node, 0, table[:, kout])
+            return
         cmap = ctx.map(x)
-        if kept is None or cmap is None or norm_axis(int(node.attrs.get("axis", 0)), len(ctx.shape(x))) \
-                != cmap.axis:
+        axis = norm_axis(int(node.attrs.get("axis", 0)), len(ctx.shape(x)))
+        kept = ctx.kept_axes(x).get(axis)
+        if kept is None or cmap is None or axis not in cmap.axes:
             return
         indices = const_value(node.inputs[1])
-        dim = ctx.shape(x)[cmap.axis]
+        dim = ctx.shape(x)[axis]
         old = np.where(indices < 0, indices + dim, indices)
         new_pos = np.full(dim, -1, dtype=np.int64)
         new_pos[kept] = np.arange(len(kept))
         remapped = new_pos[old]
         if indices.ndim == 1:
             remapped = remapped[remapped >= 0]  # removed channels vanish from the output
-        ctx.set_input(node, 1, remapped.astype(indices.dtype))
+        remapped = np.asarray(remapped, dtype=indices.dtype)
+        if not np.array_equal(remapped, indices):
+            ctx.set_input(node, 1, remapped)

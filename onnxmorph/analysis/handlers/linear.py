@@ -1,10 +1,12 @@
-"""Gemm and MatMul with a constant weight (fully connected / Linear layers)."""
+"""Gemm and MatMul with a constant weight (fully connected / Linear layers); MatMul between two
+activations (attention) is in `attention.py`."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ...cost.node_cost import Bilinear
+from .attention import label_mlp_hidden, propagate_matmul_activations
 from .base import OpHandler, const_value, is_present, register
 from .conv import F32
 
@@ -68,9 +70,12 @@ class MatMulHandler(OpHandler):
         a, b_t = node.inputs
         y = node.outputs[0]
         b = const_value(b_t)
+        if b is None and const_value(a) is None:
+            return propagate_matmul_activations(node, ctx)  # attention: Q·Kᵀ, attn·V
         if b is None or b.ndim != 2 or const_value(a) is not None or ctx.rank(a) < 2:
             raise ValueError("only activation @ constant 2-D weight is supported")
         _features_map(ctx, node, a)
+        label_mlp_hidden(node, ctx, a)
         ctx.new_channels(y, ctx.rank(y) - 1, node.name)
         ctx.gate(node, a)
         ctx.weight(node, b_t, 0, a)
@@ -82,8 +87,10 @@ class MatMulHandler(OpHandler):
                  bytes=(params + Bilinear(b=rows, c=rows)).scaled(F32))
 
     def emit(self, node, ctx) -> None:
-        kin, kout = ctx.kept(node.inputs[0]), ctx.kept(node.outputs[0])
         b = const_value(node.inputs[1])
+        if b is None:
+            return  # between activations: nothing to slice
+        kin, kout = ctx.kept(node.inputs[0]), ctx.kept(node.outputs[0])
         if kin is not None:
             b = b[kin]
         if kout is not None:

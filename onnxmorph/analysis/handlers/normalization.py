@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ...cost.node_cost import Bilinear
 from .base import OpHandler, const_value, norm_axis, register
+from .reductions import emit_padded_layernorm, stream_statistics, tie_reduced
 
 
 @register
@@ -56,9 +57,24 @@ class AxisNormHandler(OpHandler):
         cmap = ctx.map(x)
         if cmap is None:
             return
-        if set(cmap.axes) & self.normalized_axes(node, ctx, ctx.rank(x)):
-            ctx.freeze(cmap, f"{node.op} '{node.name}' normalizes over the channel axis")
+        axes = self.normalized_axes(node, ctx, ctx.rank(x))
+        if set(cmap.axes) & axes:
+            if tie_reduced(ctx, cmap, axes) is not None:
+                pass  # over the head dim of whole heads: nothing kept changes
+            elif node.op == "LayerNormalization" and stream_statistics(ctx, node, cmap, axes):
+                scale = node.inputs[1]
+                if const_value(scale) is not None and const_value(scale).ndim == ctx.rank(x) - cmap.axis:
+                    ctx.weight(node, scale, 0, x)
+            else:
+                ctx.freeze(cmap, f"{node.op} '{node.name}' normalizes over the channel axis")
         ctx.set_map(node.outputs[0], cmap)
+
+    def emit(self, node, ctx) -> None:
+        if node.op == "LayerNormalization":
+            cmap = ctx.map(node.inputs[0])
+            if cmap is not None and cmap.is_1d and \
+                    cmap.axis in self.normalized_axes(node, ctx, len(ctx.shape(node.inputs[0]))):
+                emit_padded_layernorm(node, ctx)
 
 
 def ctx_opset(ctx) -> int:

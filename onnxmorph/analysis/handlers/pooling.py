@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..channels import ChannelMap
 from .base import OpHandler, input_or_attr, norm_axis, register
+from .reductions import EXACT_OVER_ZEROS, emit_rescaled_mean, stream_statistics, tie_reduced
 
 REDUCE = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
           "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
@@ -41,20 +42,35 @@ class ReduceHandler(OpHandler):
         cmap = ctx.map(x)
         if cmap is None:
             return
-        rank = ctx.rank(x)
-        if node.op in ("ArgMax", "ArgMin"):
-            axes = {norm_axis(int(node.attrs.get("axis", 0)), rank)}
-        else:
-            axes_input = 1
-            raw = input_or_attr(node, "axes", axes_input, default=None)
-            if not raw:
-                if int(node.attrs.get("noop_with_empty_axes", 0)):
-                    ctx.set_map(node.outputs[0], cmap)
-                    return
-                raw = list(range(rank))
-            axes = {norm_axis(int(a), rank) for a in raw}
-        if axes & set(cmap.axes):
-            ctx.freeze(cmap, f"{node.op} '{node.name}' reduces over the channel axis")
+        axes = reduced_axes(node, ctx.rank(x))
+        if not axes:
+            ctx.set_map(node.outputs[0], cmap)
             return
         keepdims = int(node.attrs.get("keepdims", 1))
+        if axes & set(cmap.axes):
+            rest = tie_reduced(ctx, cmap, axes)  # e.g. a norm over the head dim of whole heads
+            if rest is not None:
+                ctx.set_map(node.outputs[0], rest if keepdims else drop_axes(rest, axes))
+            elif not (node.op in EXACT_OVER_ZEROS and stream_statistics(ctx, node, cmap, axes)):
+                ctx.freeze(cmap, f"{node.op} '{node.name}' reduces over the channel axis")
+            return
         ctx.set_map(node.outputs[0], cmap if keepdims else drop_axes(cmap, axes))
+
+    def emit(self, node, ctx) -> None:
+        cmap = ctx.map(node.inputs[0])
+        if node.op == "ReduceMean" and cmap is not None and cmap.is_1d:
+            axes = reduced_axes(node, len(ctx.shape(node.inputs[0])))
+            if axes and cmap.axis in axes:
+                emit_rescaled_mean(node, ctx, axes)
+
+
+def reduced_axes(node, rank: int) -> set[int]:
+    """The axes a reduction reduces (empty for a no-op reduction)."""
+    if node.op in ("ArgMax", "ArgMin"):
+        return {norm_axis(int(node.attrs.get("axis", 0)), rank)}
+    raw = input_or_attr(node, "axes", 1, default=None)
+    if raw is None or len(raw) == 0:
+        if int(node.attrs.get("noop_with_empty_axes", 0)):
+            return set()
+        raw = list(range(rank))
+    return {norm_axis(int(a), rank) for a in raw}

@@ -3,8 +3,9 @@
 Reshape-like ops are analysed exactly on the element ids themselves: broadcast the
 input's ids to the full tensor, apply the op with numpy, and read off which output
 axes carry channels. A split of the channel axis (channel shuffle, heads) gives a
-two-axis map whose positions must stay a rectangle, so elements sharing an index
-on the last channel axis are coupled.
+multi-axis map whose positions must stay a rectangle: a consumer that knows what
+the axes mean ties them (attention: whole heads or head dims), otherwise elements
+sharing an index on the last channel axis are coupled when the analysis ends.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ def map_from_full(ctx, node, full: np.ndarray) -> ChannelMap:
     view = [shape[a] if a in varying else 1 for a in range(full.ndim)]
     if not np.array_equal(np.broadcast_to(grid.reshape(view), shape), full):
         raise ValueError("the reshape mixes channels with other axes")
+    grid = np.ascontiguousarray(grid)
     if grid.ndim > 1:
-        # Keep the rectangle: positions with the same index on the last channel axis go together.
-        flat = grid.reshape(-1, grid.shape[-1])
-        for j in range(flat.shape[1]):
-            ctx.table.union_all(flat[:, j])
-    return ChannelMap(varying, np.ascontiguousarray(grid))
+        # The kept positions must stay a rectangle. Consumers that know what the axes mean decide how
+        # (attention ties whole heads or head dims); otherwise positions with the same index on the
+        # last channel axis go together when the analysis ends (channel-shuffle pairs, head dims).
+        ctx.require_rectangle(grid)
+    return ChannelMap(varying, grid)
 
 
 @register
