@@ -144,6 +144,8 @@ def prune(
     seed: int = 0,
     best_effort: bool = False,
     recover_steps: int | None = None,
+    image_mean: tuple[float, ...] | None = None,
+    image_std: tuple[float, ...] | None = None,
     progress: Callable[..., None] | None = None,
     attention: str = "heads",
     prune_embedding: bool = False,
@@ -177,7 +179,7 @@ def prune(
         loaded = load_model(model, input_shapes)
     arrays = None
     if data is not None:
-        inputs, label_array, _ = check_inputs(load_arrays(data, loaded), loaded, labels)
+        inputs, label_array, _ = check_inputs(load_arrays(data, loaded, image_mean, image_std), loaded, labels)
         arrays = dict(inputs)
         if label_array is not None:
             arrays[labels] = label_array

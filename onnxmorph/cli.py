@@ -103,6 +103,8 @@ def prune(
     target: str = typer.Option("flops=0.5", "--target", help="flops=F | params=F | latency=F: fraction to keep."),
     data: Optional[Path] = typer.Option(None, "--data", help=".npz of inputs named after the graph inputs, or an image folder."),
     labels: Optional[str] = typer.Option(None, "--labels", help="Name of the label array in the .npz."),
+    mean: Optional[str] = typer.Option(None, "--mean", help="Image folders: per-channel mean, e.g. 0.485,0.456,0.406."),
+    std: Optional[str] = typer.Option(None, "--std", help="Image folders: per-channel std, e.g. 0.229,0.224,0.225."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (training methods)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Training batch size."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
@@ -160,7 +162,8 @@ def prune(
             result = api.prune(
                 model, method=method, target=target, data=data, labels=labels, round_to=round_to, profile=profile,
                 input_shapes=_shapes(input_shape), seed=seed, best_effort=best_effort, attention=attention,
-                prune_embedding=prune_embedding, recover_steps=recover_steps, progress=reporter, **options,
+                prune_embedding=prune_embedding, recover_steps=recover_steps, progress=reporter,
+                image_mean=_floats(mean, "--mean"), image_std=_floats(std, "--std"), **options,
             )
         finally:
             reporter.close()
@@ -174,6 +177,18 @@ def prune(
         fail(exc)
     if not quiet:
         _print_summary(result.report, output)
+
+
+def _floats(text: str | None, flag: str):
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"{flag} expects comma-separated numbers, got '{text}'") from None
+    if flag == "--std" and any(v <= 0 for v in values):
+        raise UsageError("--std values must be positive")
+    return values
 
 
 class _Reporter:

@@ -12,7 +12,8 @@ import numpy as np
 from .errors import DataError
 
 
-def load_arrays(data: str | os.PathLike | Mapping[str, np.ndarray], loaded=None) -> dict[str, np.ndarray]:
+def load_arrays(data: str | os.PathLike | Mapping[str, np.ndarray], loaded=None, mean=None,
+                std=None) -> dict[str, np.ndarray]:
     """Named arrays from a mapping, an .npz file, or a folder of images (resized to the model's input)."""
     if isinstance(data, Mapping):
         return {k: np.asarray(v) for k, v in data.items()}
@@ -25,7 +26,8 @@ def load_arrays(data: str | os.PathLike | Mapping[str, np.ndarray], loaded=None)
         if loaded is None or len(loaded.inputs) != 1:
             raise DataError(f"{path}: a folder of images needs a model with exactly one input")
         name = loaded.inputs[0].name
-        return load_image_folder(path, loaded.static_inputs[name], name)
+        kwargs = {k: v for k, v in (("mean", mean), ("std", std)) if v is not None}
+        return load_image_folder(path, loaded.static_inputs[name], name, **kwargs)
     try:
         loaded_file = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:

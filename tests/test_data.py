@@ -53,3 +53,23 @@ def test_labels_out_of_range_for_training():
     data = {"input": good(64), "y": np.full(64, 99)}
     with pytest.raises(onnxmorph.OnnxMorphError, match="labels must lie in"):
         onnxmorph.prune(residual(batch="N"), method="gates", data=data, labels="y", steps=2, recover_steps=0)
+
+
+def test_image_folder_feeds_the_model(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(tmp_path / f"im{i}.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    loaded = load_model(residual(batch="N"))
+    arrays = load_arrays(tmp_path, loaded, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    x = arrays["input"]
+    assert x.shape == (5, 3, 12, 12) and x.dtype == np.float32
+    assert -2.01 <= x.min() and x.max() <= 2.01  # (v/255 - 0.5) / 0.25
+    inputs, _, n = check_inputs(arrays, loaded)
+    assert n == 5
+    empty = tmp_path / "none"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no images"):
+        load_arrays(empty, loaded)

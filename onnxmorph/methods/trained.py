@@ -161,6 +161,10 @@ class _MaxOverCandidates(TrainedMethod):
 
     alive_ratio = 0.5
 
+    def __init__(self, **options):
+        super().__init__(**options)
+        self._r0 = None  # r at the first step: the reference for `alive`
+
     def candidates(self, graph, analysis, b) -> list[tuple[gs.Tensor, object]]:
         """(per-position value vector, weight ref) for every source of per-channel values."""
         raise NotImplementedError
@@ -190,8 +194,6 @@ class _MaxOverCandidates(TrainedMethod):
     def step_inputs(self, rng, last, unit_mask=None):
         if "candidates" in last:
             vals = np.asarray(last["candidates"])
-            if getattr(self, "_r0", None) is None:
-                self._r0 = np.asarray(last["reg_vector"], np.float64).copy()
             self._index = np.array([c[int(np.argmax(vals[c]))] if c else self.total for c in self.per_unit],
                                    np.int64)
         return {REG_INDEX: self._index}
@@ -201,10 +203,9 @@ class _MaxOverCandidates(TrainedMethod):
 
     def alive(self, last):
         r = np.asarray(last["reg_vector"], np.float64)
-        r0 = getattr(self, "_r0", None)
-        if r0 is None:
-            self._r0 = r0 = r.copy()
-        return (r >= self.alive_ratio * r0) | ~self.covered
+        if self._r0 is None:
+            self._r0 = r.copy()
+        return (r >= self.alive_ratio * self._r0) | ~self.covered
 
     def final_importance(self, last):
         r = np.asarray(last["reg_vector"], dtype=np.float64)
