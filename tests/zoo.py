@@ -474,5 +474,27 @@ def swin_block():
     return b.build(b.gemm(b.op("Flatten", [b.op("GlobalAveragePool", [m])]), 2 * C, 5))
 
 
-TRANSFORMERS = [vit_encoder, bert_encoder, decomposed_ln_encoder, swin_block]
+def einsum_attention():
+    """MaxViT-style grid attention written with Einsum ('BGHID,BGHJD->BGHIJ', 'BGHIJ,BGHJD->BGHID')
+    after a BatchNorm'd conv stem, with a fused QKV Linear and Split on a channels-last map."""
+    b = GraphBuilder("einsum_attention")
+    C, H, D, G, N = 24, 3, 8, 4, 16
+    x = b.input([1, 3, 16, 16])
+    y = b.cbr(x, 3, C, stride=2, act="Sigmoid")                                     # [1,C,8,8]
+    t = b.op("Transpose", [y], perm=[0, 2, 3, 1])                                   # [1,8,8,C]
+    t = b.op("Reshape", [t, b.const(np.array([1, G, N, C], np.int64))])             # 4 windows of 16
+    q, k, v = b.op("Split", [_linear(b, t, C, 3 * C), b.const(np.array([C, C, C], np.int64))], n_out=3, axis=-1)
+    heads = [b.op("Transpose", [b.op("Reshape", [z, b.const(np.array([1, G, N, H, D], np.int64))])],
+                  perm=[0, 1, 3, 2, 4]) for z in (q, k, v)]                         # [1,G,H,N,D]
+    s = b.op("Einsum", [heads[0], heads[1]], equation="BGHID,BGHJD->BGHIJ")
+    s = b.op("Softmax", [b.op("Mul", [s, b.const(np.float32(D ** -0.5))])], axis=-1)
+    o = b.op("Einsum", [s, heads[2]], equation="BGHIJ,BGHJD->BGHID")
+    o = b.op("Reshape", [b.op("Transpose", [o], perm=[0, 1, 3, 2, 4]), b.const(np.array([1, G, N, C], np.int64))])
+    o = b.op("Add", [t, _linear(b, o, C, C)])
+    o = b.op("Reshape", [o, b.const(np.array([1, 8, 8, C], np.int64))])
+    y = b.op("Add", [y, b.op("Transpose", [o], perm=[0, 3, 1, 2])])
+    return b.build(b.head(y, C))
+
+
+TRANSFORMERS = [vit_encoder, bert_encoder, decomposed_ln_encoder, swin_block, einsum_attention]
 ZOO.update({f.__name__: f for f in TRANSFORMERS})

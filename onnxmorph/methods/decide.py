@@ -80,6 +80,20 @@ def _next_alive(alive: int, round_to: int) -> int:
     return alive - (alive % round_to or round_to)
 
 
+def group_widths(analysis) -> list[int]:
+    """Per group, the gcd over its units of how many channels a unit is in each layer that creates
+    them (1 for ordinary channels, the head dim (x3 for a fused QKV) for a whole attention head)."""
+    elems = np.flatnonzero(analysis.unit_of_element >= 0)
+    width = np.ones(analysis.num_units, dtype=np.int64)
+    if len(elems):
+        units = analysis.unit_of_element[elems]
+        spaces = np.asarray(analysis.table.space, dtype=np.int64)[elems]
+        pairs, counts = np.unique(np.stack([units, spaces]), axis=1, return_counts=True)
+        width[:] = np.iinfo(np.int64).max
+        np.minimum.at(width, pairs[0], counts)
+    return [int(np.gcd.reduce(width[g.units])) if g.units else 1 for g in analysis.groups]
+
+
 def select_units(analysis, cost_model, importance: np.ndarray, metric: str, fraction: float,
                  round_to: int = 1, best_effort: bool = False, per_cost: bool = True,
                  min_keep: float = 0.0) -> Selection:
@@ -104,10 +118,14 @@ def select_units(analysis, cost_model, importance: np.ndarray, metric: str, frac
     heap: list[tuple[float, int, int]] = []
 
     floor = [max(1, int(np.ceil(min_keep * len(r)))) for r in ranked]
+    # A unit that is w channels of a tensor (a whole attention head: its head dim) keeps counts
+    # multiples of round_to in steps of round_to / gcd(round_to, w) units.
+    step = [round_to // int(np.gcd(round_to, w)) for w in group_widths(analysis)] if round_to > 1 \
+        else [1] * len(groups)
 
     def candidate(gi: int):
         alive = len(ranked[gi]) - removed_count[gi]
-        nxt = _next_alive(alive, round_to)
+        nxt = _next_alive(alive, step[gi])
         if nxt < floor[gi]:
             return None
         chunk = ranked[gi][removed_count[gi]:removed_count[gi] + alive - nxt]

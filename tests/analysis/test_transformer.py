@@ -30,6 +30,7 @@ EXPECTED = {
     "bert_encoder": ([4, 4], [64, 64]),
     "decomposed_ln_encoder": ([3, 3], [36, 36]),
     "swin_block": ([2], [32]),
+    "einsum_attention": ([3], []),
 }
 MODES = [AnalysisOptions("head-dims"), AnalysisOptions("heads", prune_embedding=True),
          AnalysisOptions("head-dims", prune_embedding=True), AnalysisOptions("off", prune_embedding=True)]
@@ -106,7 +107,7 @@ def numpy_value(model, name):
     raise KeyError(name)
 
 
-@pytest.mark.parametrize("name", ["bert_encoder", "swin_block", "decomposed_ln_encoder"])
+@pytest.mark.parametrize("name", ["bert_encoder", "swin_block", "decomposed_ln_encoder", "einsum_attention"])
 def test_heads_physically_removed(name):
     a = _analyze(name)
     n_groups = len(EXPECTED[name][0])
@@ -240,3 +241,13 @@ def test_cli_flags(tmp_path):
     proc = subprocess.run(cli + ["prune", str(path), "--attention", "bogus", "-q"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "attention" in proc.stderr
+
+
+def test_round_to_counts_head_width():
+    """--round-to 8 keeps channel counts multiples of 8: whole heads of 8 dims already are, so heads
+    are still removed one at a time; MLP hidden counts stay multiples of 8."""
+    res = onnxmorph.prune(ZOO["vit_encoder"](), target="flops=0.5", round_to=8)
+    groups = res.report["groups"]
+    heads = [g for g in groups if g["name"].startswith("attention heads of ")]
+    assert any(g["kept"] not in (0, g["channels"]) and g["kept"] % 8 != 0 for g in heads)
+    assert all(g["kept"] % 8 == 0 for g in groups if g["name"].startswith("MLP hidden of "))

@@ -1,5 +1,6 @@
-"""Transformer structure: a MatMul between two activations (Q·Kᵀ, attn·V) and the names of the
-groups it creates (attention heads, head dims, MLP hidden channels).
+"""Transformer structure: a MatMul (or an Einsum written as a batched matrix product) between two
+activations (Q·Kᵀ, attn·V) and the names of the groups it creates (attention heads, head dims, MLP
+hidden channels).
 
 `MatMul(A[..., m, k], B[..., k, n])` (numpy broadcasting on the leading *batch* axes):
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from ...cost.node_cost import Bilinear
 from ..channels import ChannelMap, tie_fibers, tie_slices
-from .base import const_value
+from .base import OpHandler, const_value, register
 from .conv import F32
 from .elementwise import BROADCASTING, UNARY
 
@@ -36,17 +37,37 @@ def scope(name: str) -> str:
     return head if sep and head else name
 
 
-def _roles(cmap: ChannelMap, rank: int, out_rank: int, is_a: bool) -> list[tuple]:
-    """The role of each channel axis: ('b', output axis) for batch axes, ('m',), ('k',) or ('n',)."""
-    roles = []
-    for ax in cmap.axes:
-        if ax < rank - 2:
-            roles.append(("b", ax + out_rank - rank))
-        elif ax == rank - 2:
-            roles.append(("m",) if is_a else ("k",))
-        else:
-            roles.append(("k",) if is_a else ("n",))
-    return roles
+def matmul_roles(sa, sb, ry) -> tuple[list[tuple], list[tuple], list[int]]:
+    """The role of every axis of MatMul's operands: ('b', output axis) for batch axes (numpy
+    broadcasting), ('f', output axis) for A's rows and B's columns, ('k', 0) for the contraction."""
+    ra = [("b", i + ry - len(sa)) for i in range(len(sa) - 2)] + [("f", ry - 2), ("k", 0)]
+    rb = [("b", i + ry - len(sb)) for i in range(len(sb) - 2)] + [("k", 0), ("f", ry - 1)]
+    return ra, rb, [int(sa[-1])]
+
+
+def einsum_roles(equation: str, sa, sb) -> tuple[list[tuple], list[tuple], list[int]]:
+    """Roles for a two-operand Einsum that is a batched matrix product ('bhid,bhjd->bhij')."""
+    eq = equation.replace(" ", "")
+    if "->" not in eq or "..." in eq:
+        raise ValueError(f"Einsum '{equation}' is not an explicit batched product")
+    lhs, out = eq.split("->")
+    ins = lhs.split(",")
+    if len(ins) != 2 or len(ins[0]) != len(sa) or len(ins[1]) != len(sb):
+        raise ValueError(f"Einsum '{equation}' is not a product of two operands")
+    a, b = ins
+    if any(len(set(t)) != len(t) for t in (a, b, out)):
+        raise ValueError(f"Einsum '{equation}' takes a diagonal")
+
+    def role(letter, other):
+        if letter in out:
+            return ("b", out.index(letter)) if letter in other else ("f", out.index(letter))
+        if letter in other:
+            return ("k", letter)
+        raise ValueError(f"Einsum '{equation}' sums an axis of one operand")
+
+    ra = [role(c, b) for c in a]
+    rb = [role(c, a) for c in b]
+    return ra, rb, [int(sa[a.index(c)]) for c in a if c not in out]
 
 
 def _expand(grid: np.ndarray, roles: list[tuple], joint: list[tuple]) -> np.ndarray:
@@ -56,46 +77,54 @@ def _expand(grid: np.ndarray, roles: list[tuple], joint: list[tuple]) -> np.ndar
     return g.reshape([g.shape[present.index(r)] if r in roles else 1 for r in joint])
 
 
-def _dim(shape: tuple[int, ...], out_axis: int, out_rank: int) -> int:
-    """An operand's size on the batch axis that is `out_axis` of the output (1 when broadcast)."""
-    ax = out_axis - (out_rank - len(shape))
-    return shape[ax] if ax >= 0 else 1
+def _size(shape, roles: list[tuple], role: tuple) -> int:
+    """An operand's size along `role` (1 when it broadcasts there)."""
+    return int(shape[roles.index(role)]) if role in roles else 1
 
 
-def propagate_matmul_activations(node, ctx) -> None:
+def propagate_product(node, ctx, roles_a, roles_b, contracted: list[int]) -> None:
+    """A product of two activations with axis roles `roles_a`/`roles_b` (see `matmul_roles`)."""
     try:
-        _propagate(node, ctx)
+        _propagate(node, ctx, roles_a, roles_b, contracted)
     except ValueError:
         # The node becomes a leaf (its channels frozen), but its MACs still count.
         if not any(c.node == node.name for c in ctx.costs):
             sa, sb, sy = ctx.shape(node.inputs[0]), ctx.shape(node.inputs[1]), ctx.shape(node.outputs[0])
-            _declare_cost(node, ctx, None, node.outputs[0], int(np.prod(sy)) * int(sa[-1]), 1, sa, sb, sy)
+            _declare_cost(node, ctx, None, node.outputs[0], int(np.prod(sy)) * int(np.prod(contracted)), 1,
+                          sa, sb, sy)
         raise
 
 
-def _propagate(node, ctx) -> None:
+def propagate_matmul_activations(node, ctx) -> None:
+    sa, sb, sy = ctx.shape(node.inputs[0]), ctx.shape(node.inputs[1]), ctx.shape(node.outputs[0])
+    if len(sa) < 2 or len(sb) < 2:
+        raise ValueError("1-D operands of a MatMul between activations are not supported")
+    propagate_product(node, ctx, *matmul_roles(sa, sb, len(sy)))
+
+
+def _propagate(node, ctx, roles_a, roles_b, contracted) -> None:
     a, b = node.inputs[0], node.inputs[1]
     y = node.outputs[0]
     sa, sb, sy = ctx.shape(a), ctx.shape(b), ctx.shape(y)
-    if len(sa) < 2 or len(sb) < 2:
-        raise ValueError("1-D operands of a MatMul between activations are not supported")
-    ry = len(sy)
-    total = int(np.prod(sy)) * int(sa[-1])
+    total = int(np.prod(sy)) * int(np.prod(contracted))
     ma, mb = ctx.map(a), ctx.map(b)
     if ma is None and mb is None:
         _declare_cost(node, ctx, None, y, total, 1, sa, sb, sy)
         return
     mode = ctx.options.attention
     if mode == "off":
-        raise ValueError("pruning through a MatMul between activations is off (attention='off')")
+        raise ValueError("pruning through a product of activations is off (attention='off')")
 
-    ra = _roles(ma, len(sa), ry, True) if ma is not None else []
-    rb = _roles(mb, len(sb), ry, False) if mb is not None else []
+    ra = [roles_a[ax] for ax in ma.axes] if ma is not None else []
+    rb = [roles_b[ax] for ax in mb.axes] if mb is not None else []
     ga = ma.ids if ma is not None else None
     gb = mb.ids if mb is not None else None
-    if ("m",) in ra and ("n",) in rb:
+    free_a = [r for r in ra if r[0] == "f"]
+    free_b = [r for r in rb if r[0] == "f"]
+    if free_a and free_b:
         raise ValueError("both operands carry channels on their free axes")
-    ka, kb = ("k",) in ra, ("k",) in rb
+    ka = {r for r in ra if r[0] == "k"}
+    kb = {r for r in rb if r[0] == "k"}
     if ka != kb:
         raise ValueError("channels are contracted with an operand that does not track them")
     if ka:
@@ -110,7 +139,7 @@ def _propagate(node, ctx) -> None:
         role = ("b", p)
         in_a, in_b = role in ra, role in rb
         shared = in_a and in_b
-        other_dim = _dim(sb, p, ry) if in_a and not in_b else _dim(sa, p, ry)
+        other_dim = _size(sb, roles_b, role) if in_a and not in_b else _size(sa, roles_a, role)
         if mode == "heads" and (shared or other_dim == 1):
             carried.append(p)
             if in_a:
@@ -128,17 +157,17 @@ def _propagate(node, ctx) -> None:
             if in_b:
                 tie_fibers(ctx.table, gb, rb.index(role))
 
-    # The output's channels: the free axis of one operand (V's head dims) with its batch axes, or
+    # The output's channels: the free axes of one operand (V's head dims) with its batch axes, or
     # the carried batch axes alone (the heads of the attention scores).
-    free = (ga, ra, "m") if ("m",) in ra else (gb, rb, "n") if ("n",) in rb else None
+    free = (ga, ra, free_a) if free_a else (gb, rb, free_b) if free_b else None
     out_map = None
     if free is not None:
         grid, roles, _ = free
-        if ("k",) in roles:
+        if any(r[0] == "k" for r in roles):
             raise ValueError("an operand carries channels on both its free and contracted axes")
         if any(("b", p) not in roles for p in carried):
             raise ValueError("the output's channels would combine both operands' channels")
-        axes = [r[1] if r[0] == "b" else (ry - 2 if r[0] == "m" else ry - 1) for r in roles]
+        axes = [r[1] for r in roles]
         order = np.argsort(axes)
         out_map = ChannelMap(tuple(sorted(axes)), np.ascontiguousarray(np.transpose(grid, order)))
     elif carried:
@@ -160,10 +189,9 @@ def _propagate(node, ctx) -> None:
             if grid is not None:
                 ctx.label(grid, f"{what} of {scope(node.name)}", HEADS_PRIORITY)
 
-    # MACs = prod(output) · k scale with the alive positions of the operand whose grid spans every
-    # axis that can shrink (the carried heads, the contracted head dims, the free head dims).
-    shrinkable = {("b", p) for p in carried} | ({("k",)} if ka else set()) | \
-        ({("m",) if free[2] == "m" else ("n",)} if free is not None else set())
+    # MACs = prod(output) · prod(contracted) scale with the alive positions of the operand whose grid
+    # spans every axis that can shrink (the carried heads, the contracted head dims, the free head dims).
+    shrinkable = {("b", p) for p in carried} | ka | set(free[2] if free is not None else [])
     chosen = None
     for t, grid, roles in ((a, ga, ra), (b, gb, rb)):
         if grid is not None and shrinkable <= set(roles) and (chosen is None or grid.size > chosen[1].size):
@@ -183,8 +211,21 @@ def _declare_cost(node, ctx, in_t, y, total: int, positions: int, sa, sb, sy) ->
         coef = total // positions if total % positions == 0 else total / positions
         macs, nbytes = Bilinear(b=coef), Bilinear(b=moved / positions)
     ctx.cost(node, in_t, y if in_t is not None and ctx.map(y) is not None else None, len(sa) - 1, len(sy) - 1,
-             macs=macs,
-             bytes=nbytes, extra={"kind": "attention", "size": float(total)})
+             macs=macs, bytes=nbytes, extra={"kind": "attention", "size": float(total)})
+
+
+@register
+class EinsumHandler(OpHandler):
+    """Einsum of two activations written as a batched matrix product (MaxViT's attention:
+    'BGHID,BGHJD->BGHIJ', 'BGHIJ,BGHJD->BGHID'), handled like MatMul."""
+
+    op_types = ("Einsum",)
+
+    def propagate(self, node, ctx) -> None:
+        if len(node.inputs) != 2 or any(const_value(t) is not None for t in node.inputs):
+            raise ValueError("only a product of two activations is supported")
+        sa, sb = ctx.shape(node.inputs[0]), ctx.shape(node.inputs[1])
+        propagate_product(node, ctx, *einsum_roles(str(node.attrs["equation"]), sa, sb))
 
 
 # --- names -----------------------------------------------------------------------------------------
