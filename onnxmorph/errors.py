@@ -31,3 +31,7 @@ class TargetUnreachable(OnnxMorphError):
 
 class VerificationError(OnnxMorphError):
     """The pruned model does not compute what the masked model computes."""
+
+
+class ProfileError(UsageError):
+    """A hardware profile that is unknown, unreadable or malformed."""

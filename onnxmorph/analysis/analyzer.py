@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from ..cost.latency import declare_memory_cost
 from ..cost.node_cost import Bilinear, NodeCost
 from ..graph.load import LoadedModel
 from .channels import ChannelMap, ElementTable, resolve_rectangles
@@ -183,6 +184,7 @@ def analyze(loaded: LoadedModel, options: AnalysisOptions | None = None) -> Anal
     for node in graph.nodes:
         handler = handler_for(node)
         first_new = len(ctx.table)
+        declared = len(ctx.costs)
         try:
             handler.propagate(node, ctx)
         except Exception as exc:  # a handler that can't cope makes the node a leaf, never a guess
@@ -191,6 +193,8 @@ def analyze(loaded: LoadedModel, options: AnalysisOptions | None = None) -> Anal
                 ctx.maps.pop(t.name, None)
             ctx.table.freeze(np.arange(first_new, len(ctx.table)), reason)
             LEAF.freeze_node(node, ctx, reason)
+        if len(ctx.costs) == declared:  # every node moves memory: latency needs it even if MACs don't
+            declare_memory_cost(ctx, node)
     resolve_rectangles(ctx.table, ctx.grids)
     for t in graph.outputs:
         ctx.freeze(ctx.map(t), f"graph output '{t.name}'")

@@ -28,9 +28,13 @@ class CostModel:
 
     `touch_*` arrays list, for each (unit, node) pair, how many channel positions the
     unit occupies on the node's input (`din`) and output (`dout`) tensor.
+
+    With a hardware `profile` (a name, a JSON path or a `HardwareProfile`), the metric "latency"
+    (seconds) is available too: per node, the profile's measured table for the node's op kind,
+    else the roofline `max(flops / peak, bytes / bandwidth)`.
     """
 
-    def __init__(self, analysis):
+    def __init__(self, analysis, profile=None):
         self.nodes = analysis.costs
         self.num_units = analysis.num_units
         self.in_full = np.array([c.in_full for c in self.nodes], dtype=np.float64)
@@ -54,18 +58,42 @@ class CostModel:
             .reshape(len(self.nodes), 4)
             for m in METRICS
         }
+        self.profile = None
+        self.latency = None
+        if profile is not None:
+            from .latency import LatencyModel
+            from .profile import load_profile
+
+            self.profile = load_profile(profile)
+            self.latency = LatencyModel(self.nodes, self.coef, self.profile)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return METRICS + (("latency",) if self.latency is not None else ())
+
+    def _check(self, metric: str) -> None:
+        if metric == "latency" and self.latency is None:
+            raise UsageError("the latency metric needs a hardware profile (--profile NAME or a JSON file)")
+        if metric not in METRICS and metric != "latency":
+            raise UsageError(f"unknown cost metric '{metric}'")
 
     def alive(self, keep_units: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        if keep_units is None or keep_units.all():
+        """Alive channel positions per node; `keep_units` is a 0/1 mask or keep probabilities
+        (then the result is the expected count)."""
+        if keep_units is None or (keep_units.dtype == bool and keep_units.all()):
             return self.in_full.copy(), self.out_full.copy()
-        removed = ~keep_units[self.touch_unit]
+        gone = 1.0 - keep_units[self.touch_unit].astype(np.float64)
         n = len(self.nodes)
-        din = np.bincount(self.touch_node[removed], weights=self.touch_din[removed], minlength=n)
-        dout = np.bincount(self.touch_node[removed], weights=self.touch_dout[removed], minlength=n)
+        din = np.bincount(self.touch_node, weights=self.touch_din * gone, minlength=n)
+        dout = np.bincount(self.touch_node, weights=self.touch_dout * gone, minlength=n)
         return self.in_full - din, self.out_full - dout
 
-    def per_node(self, metric: str, i: np.ndarray, o: np.ndarray) -> np.ndarray:
-        c = self.coef[metric]
+    def per_node(self, metric: str, i: np.ndarray, o: np.ndarray, nodes: np.ndarray | None = None) -> np.ndarray:
+        """Cost of each node (or of `nodes` only) at alive positions `i`, `o` (aligned with them)."""
+        if metric not in self.coef:
+            self._check(metric)
+            return self.latency.per_node(i, o, nodes)
+        c = self.coef[metric] if nodes is None else self.coef[metric][nodes]
         return c[:, 0] * i * o + c[:, 1] * i + c[:, 2] * o + c[:, 3]
 
     def total(self, metric: str, keep_units: np.ndarray | None = None) -> float:
@@ -75,3 +103,24 @@ class CostModel:
     def totals(self, keep_units: np.ndarray | None = None) -> dict[str, int]:
         i, o = self.alive(keep_units)
         return {m: int(round(self.per_node(m, i, o).sum())) for m in METRICS}
+
+    def latency_ms(self, keep_units: np.ndarray | None = None) -> float:
+        """Predicted latency in milliseconds under the profile (needs one)."""
+        return 1e3 * self.total("latency", keep_units)
+
+    def marginal(self, metric: str, keep_units: np.ndarray | None = None) -> np.ndarray:
+        """Per prunable unit: the `metric` saved by removing that unit alone at the current keep state,
+        linearised (d cost / d alive channels at each node the unit touches, times its positions there).
+
+        Removed units get the same derivative (what keeping them would cost). For latency the
+        binding roofline branch is differentiated (MorphNet), or the measured table's smooth slope.
+        """
+        self._check(metric)
+        i, o = self.alive(keep_units)
+        if metric == "latency":
+            di, do = self.latency.gradients(i, o)
+        else:
+            c = self.coef[metric]
+            di, do = c[:, 0] * o + c[:, 1], c[:, 0] * i + c[:, 2]
+        per_touch = di[self.touch_node] * self.touch_din + do[self.touch_node] * self.touch_dout
+        return np.bincount(self.touch_unit, weights=per_touch, minlength=self.num_units).astype(np.float64)

@@ -59,7 +59,9 @@ class ConvHandler(OpHandler):
             macs = Bilinear(c=sp_out * k * cin_g)
             params = Bilinear(c=k * cin_g + (1 if has_bias else 0))
         nbytes = (params + Bilinear(b=sp_in, c=sp_out)).scaled(F32)
-        ctx.cost(node, x, y, 1, 1, macs=macs, params=params, bytes=nbytes)
+        kind = ("conv1x1" if k == 1 else "conv") if group == 1 else ("depthwise" if cin_g == 1 else "grouped")
+        ctx.cost(node, x, y, 1, 1, macs=macs, params=params, bytes=nbytes,
+                 extra={"kind": kind, "size": float(sp_out), "kernel": k, "groups": group})
 
     def emit(self, node, ctx) -> None:
         w = const_value(node.inputs[1])
@@ -99,7 +101,8 @@ class ConvTransposeHandler(OpHandler):
         sp_in, sp_out = _prod(ctx.shape(x)[2:]), _prod(ctx.shape(y)[2:])
         params = Bilinear(a=k, c=1 if has_bias else 0)
         ctx.cost(node, x, y, 1, 1, macs=Bilinear(a=sp_in * k), params=params,
-                 bytes=(params + Bilinear(b=sp_in, c=sp_out)).scaled(F32))
+                 bytes=(params + Bilinear(b=sp_in, c=sp_out)).scaled(F32),
+                 extra={"kind": "convtranspose", "size": float(sp_out), "kernel": k})
 
     def emit(self, node, ctx) -> None:
         w = const_value(node.inputs[1])

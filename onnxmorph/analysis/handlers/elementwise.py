@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...cost.latency import declare_memory_cost
 from .base import OpHandler, const_value, register
 
 UNARY = (
@@ -65,6 +66,7 @@ class ElementwiseHandler(OpHandler):
         for out in node.outputs:
             if out.name and ctx.shape(out) == out_shape:
                 ctx.set_map(out, main)
+        declare_memory_cost(ctx, node)
 
     def emit(self, node, ctx) -> None:
         y = node.outputs[0]

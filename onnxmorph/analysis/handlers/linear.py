@@ -43,7 +43,7 @@ class GemmHandler(OpHandler):
         has_bias = is_present(node, 2)
         params = Bilinear(a=1, c=1 if has_bias else 0)
         ctx.cost(node, a, y, 1, 1, macs=Bilinear(a=rows), params=params,
-                 bytes=(params + Bilinear(b=rows, c=rows)).scaled(F32))
+                 bytes=(params + Bilinear(b=rows, c=rows)).scaled(F32), extra={"kind": "gemm", "size": float(rows)})
 
     def emit(self, node, ctx) -> None:
         kin, kout = ctx.kept(node.inputs[0]), ctx.kept(node.outputs[0])
@@ -84,7 +84,7 @@ class MatMulHandler(OpHandler):
         last_a, last_y = ctx.rank(a) - 1, ctx.rank(y) - 1
         params = Bilinear(a=1)
         ctx.cost(node, a, y, last_a, last_y, macs=Bilinear(a=rows), params=params,
-                 bytes=(params + Bilinear(b=rows, c=rows)).scaled(F32))
+                 bytes=(params + Bilinear(b=rows, c=rows)).scaled(F32), extra={"kind": "gemm", "size": float(rows)})
 
     def emit(self, node, ctx) -> None:
         b = const_value(node.inputs[1])

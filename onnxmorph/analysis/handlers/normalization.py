@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from ...cost.latency import declare_memory_cost
 from ...cost.node_cost import Bilinear
 from .base import OpHandler, const_value, norm_axis, register
 from .reductions import emit_padded_layernorm, stream_statistics, tie_reduced
@@ -28,6 +29,7 @@ class PerChannelNormHandler(OpHandler):
         for p in params[:1]:
             ctx.weight(node, p, 0, x)
         ctx.cost(node, x, y, 1, 1, params=Bilinear(b=len(params)))
+        declare_memory_cost(ctx, node, "bn")
 
     def emit(self, node, ctx) -> None:
         kept = ctx.kept(node.inputs[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ...cost.latency import declare_memory_cost
 from ..channels import ChannelMap
 from .base import OpHandler, input_or_attr, norm_axis, register
 from .reductions import EXACT_OVER_ZEROS, emit_rescaled_mean, stream_statistics, tie_reduced
@@ -26,6 +27,7 @@ class PoolHandler(OpHandler):
         if len(node.outputs) > 1 and node.outputs[1].name:
             raise ValueError("MaxPool indices encode the channel count")
         ctx.set_map(node.outputs[0], cmap)
+        declare_memory_cost(ctx, node, "pool")
 
 
 def drop_axes(cmap: ChannelMap, dropped: set[int]) -> ChannelMap:

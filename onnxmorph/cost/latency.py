@@ -1,0 +1,384 @@
+"""Latency per node from a hardware profile, and the memory-traffic cost declarations handlers use.
+
+Per node: the profile's measured table for the node's op kind when it has one, else MorphNet's
+roofline `max(2·MACs / peak, bytes / bandwidth)`. Nodes that inference runtimes fold into the
+convolution before them (BatchNorm, simple activations, a residual Add into the conv that feeds
+it) cost nothing when the profile says its runtime fuses (`fusion: true`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .node_cost import Bilinear
+from .profile import TABLE_KINDS, HardwareProfile
+
+F32 = 4  # the cost model counts bytes of float32 elements; profiles rescale to their dtype
+
+# --- what handlers declare ----------------------------------------------------------------------
+
+VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Shape", "Size",
+                      "Constant", "ConstantOfShape"})
+POOL_OPS = frozenset({"MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"})
+NORM_OPS = frozenset({"BatchNormalization", "InstanceNormalization"})
+FUSABLE_ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid"})
+ELEMENTWISE_BINARY = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mean", "Sum", "PRelu", "Where"})
+
+
+def _is_const(t) -> bool:
+    return type(t).__name__ == "Constant"
+
+
+def _activations(node):
+    return [t for t in node.inputs if t.name and not _is_const(t)]
+
+
+def op_kind(node) -> str:
+    """The latency kind of a node that is not a Conv/Gemm/MatMul (those say their own kind)."""
+    if node.op in VIEW_OPS:
+        return "view"
+    if node.op in POOL_OPS:
+        return "pool"
+    if node.op in NORM_OPS:
+        return "bn"
+    from ..analysis.handlers.elementwise import BROADCASTING, UNARY
+
+    if node.op in UNARY:
+        return "unary"
+    if node.op in BROADCASTING:
+        return "binary" if len(_activations(node)) >= 2 else "unary"
+    return "other"
+
+
+def _producer(t):
+    producers = getattr(t, "inputs", None) or []
+    return producers[0] if len(producers) == 1 else None
+
+
+def _single_use(ctx, t) -> bool:
+    return len(t.outputs) == 1 and not any(o is t for o in ctx.graph.outputs)
+
+
+def fused_into_producer(ctx, node) -> bool:
+    """True when inference runtimes fold `node` into the convolution that produces its input.
+
+    The rules follow ONNX Runtime's CPU fusions (Conv+BatchNorm, Conv/Gemm+activation, and the
+    NCHWc convolution that absorbs a residual Add and the activation after it); TensorRT and
+    XNNPACK fold the same patterns.
+    """
+    op = node.op
+    if op == "BatchNormalization" or op in FUSABLE_ACTIVATIONS:
+        if not node.inputs:
+            return False
+        x = node.inputs[0]
+        p = _producer(x)
+        if p is None or not _single_use(ctx, x):
+            return False
+        if p.op in ("Conv", "ConvTranspose"):
+            return True
+        if op in FUSABLE_ACTIVATIONS:
+            if p.op == "Gemm":
+                return True
+            if p.op in ("BatchNormalization", "Add"):
+                return fused_into_producer(ctx, p)
+        return False
+    if op == "Add":
+        acts = _activations(node)
+        if len(acts) != 2 or any(t.shape != acts[0].shape for t in acts):
+            return False
+        for t in acts:
+            p = _producer(t)
+            if p is None or not _single_use(ctx, t):
+                continue
+            if p.op == "Conv" or (p.op == "BatchNormalization" and fused_into_producer(ctx, p)):
+                return True
+    return False
+
+
+# ONNX Runtime's CPU provider (x86) runs convolutions in a blocked NCHWc layout; these ops keep a
+# tensor in that layout, any other consumer gets a ReorderOutput and a conv fed by any other
+# producer a ReorderInput (onnxruntime/core/optimizer/nchwc_transformer.cc).
+NCHWC_OPS = frozenset({"Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Relu", "Sigmoid",
+                       "Tanh", "Add", "Sum", "Mul", "Concat", "BatchNormalization", "Resize", "Upsample"})
+
+
+def _memo(ctx, name: str) -> dict:
+    memo = getattr(ctx, "_latency_memo", None)
+    if memo is None:
+        memo = {}
+        ctx._latency_memo = memo
+    return memo.setdefault(name, {})
+
+
+def _rank4(ctx, t) -> bool:
+    try:
+        return len(ctx.shape(t)) == 4
+    except (ValueError, TypeError):
+        return False
+
+
+def _silu(node) -> bool:
+    """Mul(x, Sigmoid(x)): ONNX Runtime fuses it into QuickGelu, which has no NCHWc kernel."""
+    acts = _activations(node)
+    if node.op != "Mul" or len(acts) != 2:
+        return False
+    for a, b in ((acts[0], acts[1]), (acts[1], acts[0])):
+        p = _producer(b)
+        if p is not None and p.op == "Sigmoid" and p.inputs and p.inputs[0] is a:
+            return True
+    return False
+
+
+def nchwc(ctx, node) -> bool:
+    """Whether ONNX Runtime keeps `node`'s output in the NCHWc layout (an approximation of its rules)."""
+    memo = _memo(ctx, "nchwc")
+    if node.name in memo:
+        return memo[node.name]
+    memo[node.name] = False  # cycles cannot happen in a DAG; this guards recursion
+    ok = False
+    outs = [t for t in node.outputs if t.name]
+    if node.op in NCHWC_OPS and outs and _rank4(ctx, outs[0]):
+        acts = _activations(node)
+        producers = [_producer(t) for t in acts]
+        from_nchwc = bool(acts) and all(p is not None and nchwc(ctx, p) for p in producers)
+        if node.op == "Conv":
+            ok = len(node.inputs) > 1 and _is_const(node.inputs[1])
+        elif node.op in ("MaxPool", "AveragePool"):
+            ok = len(outs) == 1
+        elif node.op in ("Add", "Sum", "Mul"):
+            shapes = {tuple(t.shape or ()) for t in acts}
+            ok = from_nchwc and len(shapes) == 1 and not _silu(node)
+        elif node.op == "Concat":
+            ok = from_nchwc and int(node.attrs.get("axis", 0)) in (1, -3)
+        else:  # activations, BatchNorm, Resize, global pooling follow their input
+            ok = from_nchwc
+    if not ok and node.op in FUSABLE_ACTIVATIONS and fused_into_producer(ctx, node):
+        ok = True
+    memo[node.name] = ok
+    return ok
+
+
+def _declare_reorders(ctx, node) -> None:
+    """ReorderOutput for NCHWc inputs of a node that cannot use them, ReorderInput for its outputs
+    that feed convolutions; once per tensor. Priced only by measured profiles (kind `reorder`)."""
+    if nchwc(ctx, node):
+        return
+    done = _memo(ctx, "reordered")
+    candidates = [t for t in _activations(node) if (p := _producer(t)) is not None and nchwc(ctx, p)]
+    candidates += [t for t in node.outputs if t.name and any(c.op == "Conv" for c in t.outputs)]
+    for t in candidates:
+        if t.name in done or not _rank4(ctx, t):
+            continue
+        done[t.name] = True
+        numel = int(np.prod(ctx.shape(t)))
+        tmap = ctx.map(t)
+        extra = {"kind": "reorder", "fused": False,
+                 "size": float(numel / tmap.ids.size) if tmap is not None and tmap.ids.size else float(numel)}
+        if tmap is None or tmap.ids.size == 0:
+            ctx.cost(node, None, None, 0, 0, bytes=Bilinear(d=2 * F32 * numel), extra=extra)
+        else:
+            ctx.cost(node, None, t, 0, tmap.axes[0], bytes=Bilinear(c=2 * F32 * numel / tmap.ids.size),
+                     extra=extra)
+
+
+def declare_memory_cost(ctx, node, kind: str | None = None) -> None:
+    """Declare the memory traffic of `node` (element-wise, pooling, normalization, copies): one
+    bytes-only cost per activation it reads or writes, each scaling with the alive channel
+    positions of that tensor (a constant for tensors without a channel map). Views cost nothing
+    (but may need a layout reorder, see `_declare_reorders`)."""
+    kind = kind or op_kind(node)
+    try:
+        _declare_reorders(ctx, node)
+    except (ValueError, TypeError):
+        pass
+    if kind == "view":
+        return
+    tensors = _activations(node) + [t for t in node.outputs if t.name]
+    try:
+        numels = [int(np.prod(ctx.shape(t))) for t in tensors]
+    except (ValueError, TypeError):
+        return  # no static shapes: no memory cost
+    if not tensors:
+        return
+    out = next((t for t in node.outputs if t.name), None)
+    cmap = ctx.map(out) if out is not None else None
+    largest = max(numels)
+    extra = {"kind": kind, "fused": bool(fused_into_producer(ctx, node)),
+             "size": float(largest / cmap.ids.size) if cmap is not None and cmap.ids.size else float(largest)}
+    for t, numel in zip(tensors, numels):
+        tmap = ctx.map(t)
+        if tmap is None or tmap.ids.size == 0:
+            ctx.cost(node, None, None, 0, 0, bytes=Bilinear(d=F32 * numel), extra=extra)
+        else:
+            ctx.cost(node, None, t, 0, tmap.axes[0], bytes=Bilinear(c=F32 * numel / tmap.ids.size), extra=extra)
+
+
+# --- the latency model --------------------------------------------------------------------------
+
+PAD_SLOPE = 0.02
+
+# node kind -> (table kind, channel feature, alignment rule)
+#   feature "io": sqrt(i·o) (both channel counts matter), "o": the output's channel count,
+#   "group": sqrt(i·o) / groups (a grouped conv runs as `groups` convs that size)
+#   alignment "io": i (unless below the multiple, e.g. an RGB input) and o multiples; "o": o only
+_TABLE_OF = {
+    "conv": ("conv", "io", "io"),
+    "conv1x1": ("conv1x1", "io", "io"),
+    "depthwise": ("depthwise", "o", "o"),
+    "gemm": ("gemm", "io", None),
+    "unary": ("unary", "o", None),
+    "bn": ("unary", "o", None),
+    "binary": ("binary", "o", None),
+    "pool": ("pool", "o", "o"),
+    "reorder": ("unary", "o", None),  # a layout copy, priced like a unary op per byte
+    "other": ("unary", "o", None),  # copies and shuffles (Concat, Split, Transpose, ...): per byte
+    "grouped": ("conv", "group", None),  # g small convs: the dense table at the per-group channels
+}
+
+
+def _ratio(padded, raw) -> np.ndarray:
+    return np.divide(padded, raw, out=np.ones_like(padded, dtype=np.float64), where=raw > 0)
+
+
+def _bilinear(c: np.ndarray, i, o) -> np.ndarray:
+    return c[:, 0] * i * o + c[:, 1] * i + c[:, 2] * o + c[:, 3]
+
+
+class LatencyModel:
+    """Seconds per node at alive channel positions (i, o), for one profile."""
+
+    def __init__(self, nodes, coef: dict[str, np.ndarray], profile: HardwareProfile):
+        self.profile = profile
+        self.macs = coef["macs"]
+        self.bytes = coef["bytes"]
+        n = len(nodes)
+        self.kinds = [str(c.extra.get("kind", "other")) for c in nodes]
+        self.size = np.array([float(c.extra.get("size", 1.0)) for c in nodes], dtype=np.float64)
+        self.kernel = np.array([float(c.extra.get("kernel", 1.0)) for c in nodes], dtype=np.float64)
+        self.groups = np.array([float(c.extra.get("groups", 1.0)) for c in nodes], dtype=np.float64)
+        self.fused = np.array([bool(profile.fusion and c.extra.get("fused", False)) for c in nodes], dtype=bool)
+        # NCHWc reorders are ONNX Runtime CPU specifics: only measured profiles (with tables) pay them.
+        if not profile.tables:
+            self.fused |= np.array([k == "reorder" for k in self.kinds], dtype=bool)
+        self.tables = []
+        self.node_table = np.full(n, -1, dtype=np.int64)
+        self.feature_io = np.zeros(n, dtype=bool)
+        self.align = np.zeros(n, dtype=np.int64)  # 0: none, 1: i and o, 2: o
+        self.work_is_macs = np.zeros(n, dtype=bool)
+        index = {}
+        for k, kind in enumerate(self.kinds):
+            spec = _TABLE_OF.get(kind)
+            if spec is None or spec[0] not in profile.tables:
+                continue
+            table_kind, feature, align = spec
+            if table_kind not in index:
+                index[table_kind] = len(self.tables)
+                self.tables.append(profile.tables[table_kind])
+            self.node_table[k] = index[table_kind]
+            self.feature_io[k] = feature in ("io", "group")
+            self.align[k] = {"io": 1, "o": 2}.get(align, 0)
+            self.work_is_macs[k] = TABLE_KINDS[table_kind] == "macs"
+
+    def _alignment(self, idx, i, o):
+        """Per node: (odd, i_padded, o_padded). `odd`: a channel count is not a multiple of the
+        profile's fast multiple (the unaligned table applies); otherwise counts are read padded up to
+        the channel multiple (inputs below it, like an RGB image, are left as they are)."""
+        p = self.profile
+        m = p.channel_multiple
+        fast = p.fast_multiple or m
+        rule = self.align[idx]
+
+        def multiple_of(x, k):
+            r = np.mod(x, k)
+            return np.isclose(r, 0) | np.isclose(r, k)
+
+        if fast > 1:
+            o_odd = ~multiple_of(o, fast)
+            i_odd = ~(multiple_of(i, fast) | (i < m))
+            odd = np.where(rule == 1, o_odd | i_odd, np.where(rule == 2, o_odd, False))
+        else:
+            odd = np.zeros(len(idx), dtype=bool)
+        if m > 1:
+            o_pad = np.where(rule > 0, np.ceil(o / m - 1e-9) * m, o)
+            i_pad = np.where((rule == 1) & (i >= m), np.ceil(i / m - 1e-9) * m, i)
+        else:
+            o_pad, i_pad = o, i
+        return odd, i_pad, o_pad
+
+    def per_node(self, i, o, nodes=None, force_aligned: bool = False) -> np.ndarray:
+        idx = np.arange(len(self.kinds)) if nodes is None else np.asarray(nodes, dtype=np.int64)
+        i = np.broadcast_to(np.asarray(i, dtype=np.float64), idx.shape)
+        o = np.broadcast_to(np.asarray(o, dtype=np.float64), idx.shape)
+        macs = _bilinear(self.macs[idx], i, o)
+        nbytes = _bilinear(self.bytes[idx], i, o)
+        t = self.profile.roofline_seconds(2.0 * macs, nbytes)
+        tab = self.node_table[idx]
+        if (tab >= 0).any():
+            if force_aligned:
+                odd, i_pad, o_pad = np.zeros(len(idx), dtype=bool), i, o
+            else:
+                odd, i_pad, o_pad = self._alignment(idx, i, o)
+            for ti in np.unique(tab[tab >= 0]).tolist():
+                sel = tab == ti
+                table = self.tables[ti]
+                io = self.feature_io[idx[sel]]
+                bad = odd[sel] & (table.unaligned is not None)
+                # fast counts: as if padded to the channel multiple; odd counts: the unaligned table
+                ci = np.where(bad, i[sel], i_pad[sel])
+                co = np.where(bad, o[sel], o_pad[sel])
+                g = self.groups[idx[sel]]
+                # grouped convs whose per-group channels are whole blocks run as one blocked conv
+                # (ONNX Runtime's NCHWc grouped kernel); others as `g` small convs
+                m = self.profile.channel_multiple
+                whole = (np.mod(ci / g, m) == 0) & (np.mod(co / g, m) == 0)
+                ch = np.where(io, np.sqrt(np.maximum(ci * co, 0.0)) / np.where(whole, 1.0, g), co)
+                size = self.size[idx[sel]]
+                per_unit = table.per_unit(ch, size)
+                if bad.any():
+                    per_unit[bad] = table.unaligned.per_unit(ch[bad], size[bad])
+                scale = np.where(io, _ratio(ci, i[sel]) * _ratio(co, o[sel]), _ratio(co, o[sel]))
+                # A sliver of the unpadded work keeps every removed channel worth something, so the
+                # greedy decision can walk through the plateaus between multiples (< 0.5 % of a node).
+                scale = (1.0 - PAD_SLOPE) * scale + PAD_SLOPE
+                work = np.where(self.work_is_macs[idx[sel]], macs[sel], nbytes[sel]) * scale
+                t[sel] = per_unit * work * table.kernel_factor(self.kernel[idx[sel]])
+        t[self.fused[idx]] = 0.0
+        return t
+
+    def gradients(self, i, o) -> tuple[np.ndarray, np.ndarray]:
+        """Linearised seconds saved per input / output channel position removed, per node.
+
+        Roofline nodes: the derivative of the binding branch (MorphNet's latency regularizer).
+        Table nodes: a one-channel finite difference on the aligned table (the smooth part;
+        alignment steps are left to the decision). Never negative.
+        """
+        n = len(self.kinds)
+        i = np.asarray(i, dtype=np.float64)
+        o = np.asarray(o, dtype=np.float64)
+        p = self.profile
+        m, b = self.macs, self.bytes
+        flops = 2.0 * _bilinear(m, i, o)
+        nbytes = _bilinear(b, i, o)
+        scale = p.dtype_bytes / 4.0
+        compute_bound = flops / p.peak_flops >= nbytes * scale / p.bandwidth
+        di = np.where(compute_bound, 2.0 * (m[:, 0] * o + m[:, 1]) / p.peak_flops,
+                      scale * (b[:, 0] * o + b[:, 1]) / p.bandwidth)
+        do = np.where(compute_bound, 2.0 * (m[:, 0] * i + m[:, 2]) / p.peak_flops,
+                      scale * (b[:, 0] * i + b[:, 2]) / p.bandwidth)
+        tab = self.node_table >= 0
+        if tab.any():
+            idx = np.flatnonzero(tab)
+            base = self.per_node(i[idx], o[idx], idx, force_aligned=True)
+            di[idx] = base - self.per_node(np.maximum(i[idx] - 1, 0), o[idx], idx, force_aligned=True)
+            do[idx] = base - self.per_node(i[idx], np.maximum(o[idx] - 1, 0), idx, force_aligned=True)
+        di[self.fused] = 0.0
+        do[self.fused] = 0.0
+        return np.maximum(di, 0.0), np.maximum(do, 0.0)
+
+    def breakdown(self, i, o) -> dict[str, float]:
+        """Seconds per node kind (for reports)."""
+        t = self.per_node(i, o)
+        out: dict[str, float] = {}
+        for kind, v in zip(self.kinds, t.tolist()):
+            out[kind] = out.get(kind, 0.0) + v
+        return out
