@@ -21,7 +21,7 @@ from .analysis.options import AnalysisOptions
 from .cost import CostModel, parse_target
 from .data import check_inputs, load_arrays
 from .emit import emit_pruned
-from .errors import OnnxMorphError, UsageError, VerificationError
+from .errors import OnnxMorphError, TargetUnreachable, UsageError, VerificationError
 from .gates import build_masked
 from .graph import load_model
 from .methods import get_method, select_units
@@ -194,8 +194,15 @@ def prune(
         if fit.params:
             analysis = replace(analysis, loaded=replace(loaded, model=apply_params(loaded.model, fit.params)))
     with timer("decide"):
-        selection = select_units(analysis, cost_model, fit.importance, metric, fraction, round_to,
-                                 best_effort, per_cost=method_obj.per_cost, min_keep=method_obj.min_keep)
+        floor = method_obj.min_keep(fraction)
+        try:
+            selection = select_units(analysis, cost_model, fit.importance, metric, fraction, round_to,
+                                     per_cost=method_obj.per_cost, min_keep=floor)
+        except TargetUnreachable:  # retry without the per-group floor (and, if asked, best effort)
+            selection = select_units(analysis, cost_model, fit.importance, metric, fraction, round_to,
+                                     best_effort, per_cost=method_obj.per_cost, min_keep=0.0)
+            if floor > 0:
+                fit.notes.append(f"the target needs some layers below {100 * floor:.0f} % of their channels")
     keep = selection.keep_units
     if recover_steps is None:
         recover_steps = method_options.get("steps", 300) // 2 if method_obj.trains else 0

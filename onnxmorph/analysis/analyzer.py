@@ -30,6 +30,8 @@ class WeightRef:
     const: np.ndarray
     axis: int
     tensor: str
+    name: str = ""  # the constant's (initializer's) name
+    produces: bool = False  # True when `tensor` is the node's output (output-channel slices)
 
 
 class AnalysisContext:
@@ -106,7 +108,8 @@ class AnalysisContext:
     def weight(self, node: gs.Node, const: gs.Constant, axis: int, t: gs.Tensor) -> None:
         cmap = self.map(t)
         if cmap is not None and cmap.is_1d:
-            self.weights.append(WeightRef(node.name, np.asarray(const.values), axis, t.name))
+            self.weights.append(WeightRef(node.name, np.asarray(const.values), axis, t.name, const.name,
+                                          any(o is t for o in node.outputs)))
 
     def cost(self, node: gs.Node, in_t: gs.Tensor | None, out_t: gs.Tensor | None, in_axis: int,
              out_axis: int, **terms: Bilinear) -> None:

@@ -29,7 +29,12 @@ class PruningMethod:
     needs_data = False
     trains = False
     per_cost = True  # rank by importance per cost saved (one-shot scores); trained gates already weigh cost
-    min_keep = 0.1  # fraction of every group kept at least
+
+    def min_keep(self, fraction: float) -> float:
+        """Share of every group kept at least. One-shot scores per FLOP would otherwise thin the most
+        expensive layer to a channel or two; half the uniform channel ratio (sqrt of the target) leaves
+        the ranking free while no layer becomes a bottleneck."""
+        return 0.5 * fraction ** 0.5
 
     def __init__(self, **options):
         self.options = options

@@ -28,7 +28,9 @@ FISHER_MASK = "onnxmorph_fisher_mask"
 @register_method
 class FisherMethod(TrainedMethod):
     name = "fisher"
-    min_keep = 0.0
+
+    def min_keep(self, fraction: float) -> float:
+        return 0.0  # learned scores already weigh cost; their choice stands
 
     def __init__(self, fisher_decay: float = 0.96, burn_in: int | None = None, prune_every: int | None = None,
                  flops_weight="auto", prune_per_event: int | None = None, **options):

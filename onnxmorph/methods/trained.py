@@ -16,6 +16,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..gates import gate_shape, insert_gates
+from ..errors import UsageError
 from .base import PruningMethod, register_method
 
 GATE_PARAM = "onnxmorph_gate_theta"
@@ -39,7 +40,9 @@ class TrainedMethod(PruningMethod):
     needs_data = True
     trains = True
     per_cost = False
-    min_keep = 0.0
+
+    def min_keep(self, fraction: float) -> float:
+        return 0.0  # learned scores already weigh cost; their choice stands
 
     def fit(self, analysis, cost_model, *, data, seed=0, metric="macs", fraction=0.5, progress=None, **kw):
         from ..train.loop import train_method
@@ -81,6 +84,12 @@ class TrainedMethod(PruningMethod):
 
     def alive(self, last: dict) -> np.ndarray:
         raise NotImplementedError
+
+    def keep_probability(self, last: dict) -> np.ndarray:
+        """What the strength controller measures: 0/1 alive by default; gates give their open
+        probability, whose expected cost moves with the logits at once instead of lagging the
+        hard count by the dozens of steps a gate takes to cross zero."""
+        return self.alive(last)
 
     def after_step(self, session) -> None:
         """Called after each optimizer step (e.g. to clamp parameters)."""
@@ -148,6 +157,9 @@ class GatesMethod(TrainedMethod):
     def alive(self, last):
         return np.asarray(last["logits"]) > 0
 
+    def keep_probability(self, last):
+        return 1.0 / (1.0 + np.exp(-np.asarray(last["logits"], np.float64)))
+
     def final_importance(self, last):
         return 1.0 / (1.0 + np.exp(-np.asarray(last["logits"], np.float64)))
 
@@ -171,6 +183,10 @@ class _MaxOverCandidates(TrainedMethod):
 
     def regularizer(self, graph, analysis, b) -> Instrumented:
         sources = self.candidates(graph, analysis, b)
+        if not sources:
+            raise UsageError(f"method '{self.name}' found nothing to regularize in this model"
+                             + (" (no BatchNormalization: the exporter folded it into the convs); use gates, "
+                                "group-lasso or fisher" if self.name == "gamma" else ""))
         u = analysis.num_units
         per_unit: list[list[int]] = [[] for _ in range(u)]
         offset = 0

@@ -187,7 +187,7 @@ class Trainer:
             self.method.after_step(self.session)
             if controller is not None:
                 keep = self.method.alive(self.last)
-                strength, cost = controller(step, keep, strength)
+                strength, cost = controller(step, self.method.keep_probability(self.last), strength)
             if step % 10 == 0:
                 good = self.session.params()
             if step % log_every == 0 or step == steps - 1:
@@ -229,15 +229,22 @@ def train_method(method, analysis, cost_model, *, data, seed=0, metric="macs", f
         start, lam = load_checkpoint(trainer.session, Path(resume))
         trainer.notes.append(f"resumed from {resume} at step {start}")
 
+    level = lam  # the strength applied while the cost is above the budget
+
     def controller(step, keep, lam):
+        """Bang-bang with memory: under Adam a gate closes at full speed whenever the regularizer
+        outweighs a (near-zero) task gradient, whatever the strength, so the strength is switched
+        off once the cost is within budget and resumes, a little weaker, if the cost climbs back."""
+        nonlocal level
         cost = cost_model.total(metric, keep) / full
         if strength is not None:
             return lam, cost
         budget = 1.0 - (1.0 - fraction) * min(1.0, (step + 1) / max(1.0, 0.6 * steps))
-        # grow gently while above the budget; back off faster when well below it, since gates that
-        # closed too far reopen slowly
-        factor = 1.08 if cost > budget else (0.85 if cost < budget - 0.05 else 0.97)
-        return float(np.clip(lam * factor, 1e-5, 1e6)), cost
+        if cost > budget:
+            level = float(min(level * 1.08, 1e6))
+            return level, cost
+        level = float(max(level * 0.9, 1e-5))
+        return 0.0, cost
 
     try:
         curve = trainer.run(steps, reg_weights=lambda keep: cost_model.marginal(metric, keep) / full,
