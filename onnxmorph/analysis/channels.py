@@ -100,8 +100,13 @@ class ElementTable:
             self.frozen.setdefault(e, reason)
 
     def roots(self) -> np.ndarray:
-        return np.fromiter((self.find(e) for e in range(len(self.parent))), dtype=np.int64,
-                           count=len(self.parent))
+        """The root of every element (pointer jumping over the whole forest at once)."""
+        parent = np.asarray(self.parent, dtype=np.int64)
+        while True:
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                return parent
+            parent = grand
 
 
 # --- multi-axis maps: keeping every kept set a rectangle -------------------------------------------

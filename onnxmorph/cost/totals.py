@@ -39,19 +39,25 @@ class CostModel:
         self.num_units = analysis.num_units
         self.in_full = np.array([c.in_full for c in self.nodes], dtype=np.float64)
         self.out_full = np.array([c.out_full for c in self.nodes], dtype=np.float64)
-        pairs: dict[tuple[int, int], list[int]] = {}
+        units_l, nodes_l, din_l, dout_l = [], [], [], []
         for k, c in enumerate(self.nodes):
             for tensor, slot in ((c.in_tensor, 0), (c.out_tensor, 1)):
                 if tensor is None:
                     continue
                 units, counts = analysis.unit_counts(tensor)
-                for u, n in zip(units.tolist(), counts.tolist()):
-                    pairs.setdefault((u, k), [0, 0])[slot] += n
-        keys = sorted(pairs)
-        self.touch_unit = np.array([u for u, _ in keys], dtype=np.int64)
-        self.touch_node = np.array([k for _, k in keys], dtype=np.int64)
-        self.touch_din = np.array([pairs[key][0] for key in keys], dtype=np.float64)
-        self.touch_dout = np.array([pairs[key][1] for key in keys], dtype=np.float64)
+                units_l.append(units)
+                nodes_l.append(np.full(len(units), k, dtype=np.int64))
+                zeros = np.zeros(len(units))
+                din_l.append(counts if slot == 0 else zeros)
+                dout_l.append(counts if slot == 1 else zeros)
+        n = max(1, len(self.nodes))
+        cat = (lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt))  # noqa: E731
+        key = cat(units_l, np.int64) * n + cat(nodes_l, np.int64)
+        keys, inv = np.unique(key, return_inverse=True)  # one row per (unit, node), sorted
+        self.touch_unit = keys // n
+        self.touch_node = keys % n
+        self.touch_din = np.bincount(inv, weights=cat(din_l, np.float64), minlength=len(keys))
+        self.touch_dout = np.bincount(inv, weights=cat(dout_l, np.float64), minlength=len(keys))
         # Per-metric coefficient vectors: f = a*i*o + b*i + c*o + d.
         self.coef = {
             m: np.array([[getattr(getattr(c, m), f) for f in "abcd"] for c in self.nodes], dtype=np.float64)

@@ -49,9 +49,12 @@ class _State:
     def saving(self, units) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
         rows = self._rows(units)
         cm = self.cm
-        nodes, inv = np.unique(cm.touch_node[rows], return_inverse=True)
-        din = np.bincount(inv, weights=cm.touch_din[rows], minlength=len(nodes))
-        dout = np.bincount(inv, weights=cm.touch_dout[rows], minlength=len(nodes))
+        if len(units) == 1:  # one unit touches each node at most once: no need to merge rows
+            nodes, din, dout = cm.touch_node[rows], cm.touch_din[rows], cm.touch_dout[rows]
+        else:
+            nodes, inv = np.unique(cm.touch_node[rows], return_inverse=True)
+            din = np.bincount(inv, weights=cm.touch_din[rows], minlength=len(nodes))
+            dout = np.bincount(inv, weights=cm.touch_dout[rows], minlength=len(nodes))
         i, o = self.i_alive[nodes], self.o_alive[nodes]
         before = cm.per_node(self.metric, i, o, nodes)
         after = cm.per_node(self.metric, i - din, o - dout, nodes)

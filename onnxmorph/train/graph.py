@@ -175,6 +175,6 @@ def build_training_graph(analysis, method, spec: LossSpec) -> TrainingGraph:
         if t.shape is None:
             t.shape = list(inst_shapes.get(t.name, [])) or None
     data_inputs = [s.name for s in analysis.loaded.inputs]
-    model = export_graph(graph, analysis.loaded)
+    model = export_graph(graph, analysis.loaded, infer_shapes=True)
     return TrainingGraph(model, trainable, data_inputs, targets, [t.name for t in graph.outputs],
                          [f"training graph rewrites: {', '.join(sorted(set(rewritten)))}"] if rewritten else [])
