@@ -15,7 +15,7 @@ RTOL = 1e-4
 @dataclass
 class VerifyResult:
     max_abs_diff: float
-    worst_ratio: float  # max |pruned - masked| / (1e-4 * max(1, |masked|)); <= 1 passes
+    worst_ratio: float  # max |pruned - masked| / (1e-4 * max(1, max|masked|)) per output; <= 1 passes
     inputs_used: int
     passed: bool
     worst_output: str = ""
@@ -65,7 +65,11 @@ def compare(reference: onnx.ModelProto, candidate: onnx.ModelProto, feeds: list[
             diff = np.abs(r - c)
             both_nan = np.isnan(r) & np.isnan(c)
             diff = np.where(both_nan, 0.0, diff)
-            ratio = float(np.nanmax(np.where(np.isnan(diff), np.inf, diff / (RTOL * np.maximum(1.0, np.abs(r))))))
+            # Scale by the output's magnitude: float32 sums in a different order already differ by
+            # ~1e-6 of the largest values they pass through (Inception's logits reach ~300), while
+            # a wrongly removed channel shifts outputs by a sizeable fraction of that scale.
+            scale = max(1.0, float(np.nanmax(np.abs(r))))
+            ratio = float(np.nanmax(np.where(np.isnan(diff), np.inf, diff / (RTOL * scale))))
             if ratio > worst:
                 worst, worst_name = ratio, name
             max_abs = max(max_abs, float(np.max(np.where(np.isnan(diff), np.inf, diff))))
