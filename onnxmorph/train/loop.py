@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis import analyze
-from ..errors import OnnxMorphError
+from ..errors import DataError, OnnxMorphError
 from ..graph import load_model
 from ..methods.base import FitResult
 from ..runtime import make_session
@@ -77,7 +77,7 @@ class Trainer:
 
     def __init__(self, method, analysis, *, data, model=None, labels=None, seed=0, batch_size=32,
                  lr=1e-3, optimizer="adamw", temperature=4.0, distill_weight=0.5, progress=None,
-                 params: dict | None = None, sample_labels: bool = False):
+                 sample_labels: bool = False):
         self.say = progress or (lambda msg, **info: None)
         self.method, self.analysis = method, analysis
         self.rng = np.random.default_rng(seed)
@@ -97,20 +97,19 @@ class Trainer:
         kinds = default_loss_kinds(train_analysis.loaded.graph())
         spec = LossSpec(kinds=kinds, temperature=temperature,
                         scales={k: float(np.std(v)) + 1e-8 for k, v in teacher.items() if kinds.get(k) == "mse"})
+        logits = [k for k, v in kinds.items() if v == "kl"]
         if sample_labels and self.labels is None:
-            logits = [k for k, v in kinds.items() if v == "kl"]
             if not logits:
                 raise OnnxMorphError("this method needs a logits output ([N, classes]) or --labels")
             self.sampled = _softmax(teacher[logits[0]].astype(np.float64), 1.0)
             self.labels = np.zeros(self.n, np.int64)  # redrawn for every batch
         if self.labels is not None:
-            logits = [k for k, v in kinds.items() if v == "kl"]
             if not logits:
                 raise OnnxMorphError("--labels needs a logits output ([N, classes]) for cross-entropy")
             spec.label_output, spec.distill_weight = logits[0], distill_weight
             spec.num_classes = int(teacher[logits[0]].shape[1])
             if self.labels.min() < 0 or self.labels.max() >= spec.num_classes:
-                raise OnnxMorphError(f"labels must lie in [0, {spec.num_classes}) for output '{logits[0]}'")
+                raise DataError(f"labels must lie in [0, {spec.num_classes}) for output '{logits[0]}'")
         self.spec = spec
         self.targets = {}
         for k, v in teacher.items():
@@ -124,8 +123,6 @@ class Trainer:
         self.tg = build_training_graph(train_analysis, method, spec)
         self.notes += self.tg.notes
         self.session = TrainingSession(self.tg, optimizer=optimizer)
-        if params:
-            self.session.load_params({k: v for k, v in params.items() if k in self.tg.trainable})
         self.base_lr = lr
         self._order, self._cursor = self.rng.permutation(self.n), 0
         self.last: dict = {}
