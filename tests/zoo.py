@@ -496,5 +496,28 @@ def einsum_attention():
     return b.build(b.head(y, C))
 
 
-TRANSFORMERS = [vit_encoder, bert_encoder, decomposed_ln_encoder, swin_block, einsum_attention]
+def cosine_attention():
+    """Swin-V2 cosine attention: q and k L2-normalized over the head dim (ReduceL2, Clip, Expand, Div),
+    a per-head logit scale, then a LayerNorm over the head dim of v (per-head normalization)."""
+    b = GraphBuilder("cosine_attention")
+    C, H, D, T = 24, 3, 8, 10
+    r = _linear(b, b.input([1, T, 12]), 12, C)
+    qkv = b.op("Reshape", [_linear(b, r, C, 3 * C), b.const(np.array([1, T, 3, H, D], np.int64))])
+    qkv = b.op("Transpose", [qkv], perm=[2, 0, 3, 1, 4])                            # [3,1,H,T,D]
+    q, k, v = (b.op("Gather", [qkv, b.const(np.array(i, np.int64))], axis=0) for i in range(3))
+
+    def normalize(z):
+        n = b.op("Clip", [b.op("ReduceL2", [z], axes=[-1], keepdims=1), b.const(np.float32(1e-12))])
+        return b.op("Div", [z, b.op("Expand", [n, b.const(np.array([1, H, T, D], np.int64))])])
+
+    s = b.op("MatMul", [normalize(q), b.op("Transpose", [normalize(k)], perm=[0, 1, 3, 2])])
+    s = b.op("Mul", [s, b.const(np.exp(b.rand(1, H, 1, 1)).astype(np.float32))])   # logit scale per head
+    v = b.op("LayerNormalization", [v, b.const(1 + b.rand(D, scale=0.2)), b.const(b.rand(D, scale=0.1))], axis=-1)
+    o = b.op("MatMul", [b.op("Softmax", [s], axis=-1), v])
+    o = b.op("Reshape", [b.op("Transpose", [o], perm=[0, 2, 1, 3]), b.const(np.array([1, T, C], np.int64))])
+    r = b.op("Add", [r, _linear(b, o, C, C)])
+    return b.build(_linear(b, b.op("ReduceMean", [r], axes=[1], keepdims=0), C, 4))
+
+
+TRANSFORMERS = [vit_encoder, bert_encoder, decomposed_ln_encoder, swin_block, einsum_attention, cosine_attention]
 ZOO.update({f.__name__: f for f in TRANSFORMERS})

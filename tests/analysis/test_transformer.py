@@ -31,6 +31,7 @@ EXPECTED = {
     "decomposed_ln_encoder": ([3, 3], [36, 36]),
     "swin_block": ([2], [32]),
     "einsum_attention": ([3], []),
+    "cosine_attention": ([3], []),
 }
 MODES = [AnalysisOptions("head-dims"), AnalysisOptions("heads", prune_embedding=True),
          AnalysisOptions("head-dims", prune_embedding=True), AnalysisOptions("off", prune_embedding=True)]
@@ -107,7 +108,8 @@ def numpy_value(model, name):
     raise KeyError(name)
 
 
-@pytest.mark.parametrize("name", ["bert_encoder", "swin_block", "decomposed_ln_encoder", "einsum_attention"])
+@pytest.mark.parametrize("name", ["bert_encoder", "swin_block", "decomposed_ln_encoder", "einsum_attention",
+                                  "cosine_attention"])
 def test_heads_physically_removed(name):
     a = _analyze(name)
     n_groups = len(EXPECTED[name][0])

@@ -236,7 +236,7 @@ _ELEMENTWISE = frozenset(UNARY) | frozenset(BROADCASTING)
 def _linear_producer(t, limit: int = 32):
     """The constant-weight MatMul/Gemm that `t` comes from through element-wise ops only (GELU,
     bias, activation), or None."""
-    frontier, seen, found = [t], set(), set()
+    frontier, seen, found = [t], set(), {}
     while frontier and len(seen) < limit:
         cur = frontier.pop()
         if cur.name in seen or const_value(cur) is not None:
@@ -246,12 +246,31 @@ def _linear_producer(t, limit: int = 32):
             return None  # a graph input
         node = cur.inputs[0]
         if node.op in ("MatMul", "Gemm") and const_value(node.inputs[1]) is not None:
-            found.add(node.name)
+            found[node.name] = node
         elif node.op in _ELEMENTWISE:
             frontier.extend(node.inputs)
         else:
             return None
-    return next(iter(found)) if len(found) == 1 and not frontier else None
+    return next(iter(found.values())) if len(found) == 1 and not frontier else None
+
+
+def _only_feeds(t, node, limit: int = 64) -> bool:
+    """True when everything computed from `t` through element-wise ops ends in `node` alone."""
+    frontier, seen = [t], set()
+    while frontier:
+        cur = frontier.pop()
+        if cur.name in seen:
+            continue
+        seen.add(cur.name)
+        if len(seen) > limit or not cur.outputs:
+            return False
+        for consumer in cur.outputs:
+            if consumer is node:
+                continue
+            if consumer.op not in _ELEMENTWISE:
+                return False
+            frontier.extend(o for o in consumer.outputs if o.name)
+    return True
 
 
 def label_mlp_hidden(node, ctx, x) -> None:
@@ -260,5 +279,5 @@ def label_mlp_hidden(node, ctx, x) -> None:
     if cmap is None or not cmap.is_1d or ctx.rank(x) < 3:
         return
     fc1 = _linear_producer(x)
-    if fc1 is not None and fc1 != node.name:
-        ctx.label(cmap.ids, f"MLP hidden of {fc1}", MLP_PRIORITY)
+    if fc1 is not None and fc1 is not node and _only_feeds(fc1.outputs[0], node):
+        ctx.label(cmap.ids, f"MLP hidden of {fc1.name}", MLP_PRIORITY)

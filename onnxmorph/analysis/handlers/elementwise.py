@@ -55,6 +55,12 @@ class ElementwiseHandler(OpHandler):
                 ctx.couple(main, cmap)
             elif cmap.ids.size == 1:
                 ctx.freeze(cmap, f"{node.op} '{node.name}' broadcasts a single channel")
+            elif set(cmap.axes) < set(main.axes) and all(
+                    main.ids.shape[main.axes.index(a)] == n for a, n in zip(cmap.axes, cmap.ids.shape)):
+                # One value per slice of `main` (q / ||q|| over the head dim, broadcast back): whole slices
+                # go together with that value's channel.
+                view = [cmap.ids.shape[cmap.axes.index(a)] if a in cmap.axes else 1 for a in main.axes]
+                ctx.table.union(np.broadcast_to(cmap.ids.reshape(view), main.ids.shape), main.ids)
             else:
                 ctx.freeze(cmap, f"{node.op} '{node.name}' mixes channel layouts")
                 ctx.freeze(main, f"{node.op} '{node.name}' mixes channel layouts")
