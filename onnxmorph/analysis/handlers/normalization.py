@@ -68,7 +68,11 @@ class AxisNormHandler(OpHandler):
                 if const_value(scale) is not None and const_value(scale).ndim == ctx.rank(x) - cmap.axis:
                     ctx.weight(node, scale, 0, x)
             else:
-                ctx.freeze(cmap, f"{node.op} '{node.name}' normalizes over the channel axis")
+                hint = ""
+                if node.op == "LayerNormalization" and cmap.is_1d:  # the residual stream of a transformer
+                    ctx.label(cmap.ids, f"embedding width (residual stream at {node.name})", 0)
+                    hint = " (--prune-embedding prunes it)"
+                ctx.freeze(cmap, f"{node.op} '{node.name}' normalizes over the channel axis{hint}")
         ctx.set_map(node.outputs[0], cmap)
 
     def emit(self, node, ctx) -> None:
