@@ -30,6 +30,7 @@ from .train.loop import recover
 from .verify import compare, sample_inputs
 
 VERIFY_BATCHES = 3
+DEFAULT_STEPS = 400  # training methods: regularized steps, then as many recovery steps
 
 
 @dataclass
@@ -205,7 +206,7 @@ def prune(
                 fit.notes.append(f"the target needs some layers below {100 * floor:.0f} % of their channels")
     keep = selection.keep_units
     if recover_steps is None:
-        recover_steps = method_options.get("steps", 300) // 2 if method_obj.trains else 0
+        recover_steps = method_options.get("steps", DEFAULT_STEPS) if method_obj.trains else 0
     curve = list(fit.curve)
     if recover_steps > 0:
         if arrays is None:

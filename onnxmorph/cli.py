@@ -105,12 +105,13 @@ def prune(
     labels: Optional[str] = typer.Option(None, "--labels", help="Name of the label array in the .npz."),
     mean: Optional[str] = typer.Option(None, "--mean", help="Image folders: per-channel mean, e.g. 0.485,0.456,0.406."),
     std: Optional[str] = typer.Option(None, "--std", help="Image folders: per-channel std, e.g. 0.229,0.224,0.225."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (training methods)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (training methods; default 400)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Training batch size."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="AdamW learning rate (default 3e-3; use 1e-4..1e-3 "
+                                                          "for large pretrained models)."),
     recover_steps: Optional[int] = typer.Option(
         None, "--recover-steps", help="Distillation fine-tuning steps of the cut model before emitting "
-                                      "(default: steps/2 for training methods, 0 for magnitude)."),
+                                      "(default: --steps for training methods, 0 for magnitude)."),
     strength: Optional[float] = typer.Option(None, "--strength", help="Fixed regularizer strength "
                                                                       "(default: controlled to reach the target)."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Distillation temperature (default 4)."),

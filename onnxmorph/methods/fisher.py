@@ -82,7 +82,7 @@ class FisherMethod(TrainedMethod):
 
     # the pruning loop
     def _fit(self, analysis, cost_model, *, data, seed=0, metric="macs", fraction=0.5, progress=None, model=None,
-             labels=None, steps=300, batch_size=32, lr=1e-3, optimizer="adamw", temperature=4.0,
+             labels=None, steps=400, batch_size=32, lr=3e-3, optimizer="adamw", temperature=4.0,
              distill_weight=0.5, **_ignored) -> FitResult:
         from ..methods.decide import select_units
         from ..train.loop import Trainer

@@ -76,7 +76,7 @@ class Trainer:
     """Distillation fine-tuning of `method`'s training graph over `data` (one ORT session)."""
 
     def __init__(self, method, analysis, *, data, model=None, labels=None, seed=0, batch_size=32,
-                 lr=1e-3, optimizer="adamw", temperature=4.0, distill_weight=0.5, progress=None,
+                 lr=3e-3, optimizer="adamw", temperature=4.0, distill_weight=0.5, progress=None,
                  sample_labels: bool = False):
         self.say = progress or (lambda msg, **info: None)
         self.method, self.analysis = method, analysis
@@ -212,7 +212,7 @@ class Trainer:
 
 
 def train_method(method, analysis, cost_model, *, data, seed=0, metric="macs", fraction=0.5, progress=None,
-                 model=None, labels=None, steps=300, batch_size=32, lr=1e-3, optimizer="adamw",
+                 model=None, labels=None, steps=400, batch_size=32, lr=3e-3, optimizer="adamw",
                  temperature=4.0, distill_weight=0.5, strength=None, log_every=10, checkpoint_every=0,
                  checkpoint_dir=None, resume=None, **_ignored) -> FitResult:
     """Regularized fine-tuning: the cost regularizer's strength tracks a budget shrinking to the target."""
@@ -259,7 +259,7 @@ def train_method(method, analysis, cost_model, *, data, seed=0, metric="macs", f
 
 
 def recover(analysis, keep_units: np.ndarray, *, data, steps: int, seed=0, progress=None, model=None, labels=None,
-            batch_size=32, lr=1e-3, optimizer="adamw", temperature=4.0, distill_weight=0.5,
+            batch_size=32, lr=3e-3, optimizer="adamw", temperature=4.0, distill_weight=0.5,
             **_ignored) -> FitResult:
     """Distillation fine-tuning of the masked model (0/1 gates fixed to `keep_units`)."""
     from ..methods.trained import FixedMask
