@@ -37,7 +37,7 @@ def _training_analysis(model, analysis, batch: int):
         return analysis, 1
     try:
         shapes = {s.name: (batch,) + tuple(loaded.static_inputs[s.name][1:]) for s in loaded.inputs}
-        other = analyze(load_model(model, shapes))
+        other = analyze(load_model(model, shapes), analysis.options)
     except OnnxMorphError:
         return analysis, 1
     same = other.num_units == analysis.num_units and all(
