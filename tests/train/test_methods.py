@@ -69,3 +69,17 @@ def test_methods_that_train_need_data(setup):
     model, _ = setup
     with pytest.raises(onnxmorph.OnnxMorphError, match="needs --data"):
         onnxmorph.prune(model, method="gates", target="flops=0.5")
+
+
+@pytest.mark.parametrize("method", ["gates", "fisher"])
+def test_training_methods_prune_attention_heads_and_mlp(method):
+    """On a ViT-style encoder (batch fixed at 1: gradients accumulate), heads and MLP units train and go."""
+    from zoo import vit_encoder
+
+    data = {"input": np.random.default_rng(0).standard_normal((32, 3, 16, 16)).astype(np.float32)}
+    res = onnxmorph.prune(vit_encoder(), method=method, target="flops=0.6", data=data, steps=20,
+                          recover_steps=10, batch_size=4)
+    assert res.report["pruned"]["macs"] <= 0.6 * res.report["original"]["macs"]
+    assert res.report["verify"]["passed"]
+    removed = {g["name"].split(" of ")[0] for g in res.report["groups"] if g["kept"] < g["channels"]}
+    assert removed & {"attention heads", "MLP hidden"}, removed
