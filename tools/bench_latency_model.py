@@ -33,18 +33,11 @@ from onnxmorph.analysis import analyze  # noqa: E402
 from onnxmorph.cost import CostModel  # noqa: E402
 from onnxmorph.cost.profile import load_profile  # noqa: E402
 from onnxmorph.graph import load_model  # noqa: E402
+from onnxmorph.runtime import make_session  # noqa: E402
 
 
 def session(model_bytes: bytes, threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+    return make_session(model_bytes, threads)
 
 
 def measure(model_bytes: bytes, shapes: dict, args) -> dict:

@@ -29,6 +29,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..runtime import make_session
 from .profile import SCHEMA, TABLE_KINDS, HardwareProfile, Table
 
 CHAIN = 3
@@ -147,15 +148,7 @@ def work_of(kind: str, channels: int, size: int, kernel: int = 3) -> float:
 
 
 def _session(model: onnx.ModelProto, threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return make_session(model, threads)
 
 
 def _feeds(model: onnx.ModelProto, rng) -> dict:
