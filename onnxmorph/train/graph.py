@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from ..graph.builder import NodeBuilder
 from ..graph.export import export_graph
 from .lowering import lower_for_training
 
@@ -85,33 +86,15 @@ def default_loss_kinds(graph: gs.Graph) -> dict[str, str]:
     return kinds
 
 
-class _B:
-    def __init__(self, graph: gs.Graph, prefix: str = "onnxmorph"):
-        self.graph, self.prefix, self.n = graph, prefix, 0
-
-    def const(self, value, dtype=np.float32):
-        self.n += 1
-        return gs.Constant(f"{self.prefix}_c{self.n}", np.asarray(value, dtype=dtype))
-
-    def op(self, op, inputs, attrs=None, name=None, dtype=np.float32):
-        self.n += 1
-        out = gs.Variable(name or f"{self.prefix}_t{self.n}", dtype=dtype)
-        self.graph.nodes.append(gs.Node(op, f"{self.prefix}_{op}_{self.n}", attrs or {}, list(inputs), [out]))
-        return out
-
-    def input(self, name, shape, dtype=np.float32):
-        v = gs.Variable(name, dtype=dtype, shape=list(shape))
-        self.graph.inputs.append(v)
-        return v
-
-    def mean_all(self, x):
-        return self.op("ReduceMean", [x], {"keepdims": 0})
-
-    def sum_all(self, x):
-        return self.op("ReduceSum", [x], {"keepdims": 0})
+def _mean_all(b: NodeBuilder, x):
+    return b.op("ReduceMean", [x], {"keepdims": 0})
 
 
-def _task_loss(b: _B, graph: gs.Graph, spec: LossSpec, targets: dict[str, str]):
+def _sum_all(b: NodeBuilder, x):
+    return b.op("ReduceSum", [x], {"keepdims": 0})
+
+
+def _task_loss(b: NodeBuilder, graph: gs.Graph, spec: LossSpec, targets: dict[str, str]):
     terms = []
     for out in list(graph.outputs):
         kind = spec.kinds.get(out.name, "mse")
@@ -126,12 +109,12 @@ def _task_loss(b: _B, graph: gs.Graph, spec: LossSpec, targets: dict[str, str]):
             logp = b.input(f"onnxmorph_target_logp__{out.name}", shape)
             targets[f"{out.name}::logp"] = logp.name
             logq = b.op("LogSoftmax", [b.op("Div", [out, b.const(t)])], {"axis": 1})
-            kl = b.sum_all(b.op("Mul", [target, b.op("Sub", [logp, logq])]))
+            kl = _sum_all(b, b.op("Mul", [target, b.op("Sub", [logp, logq])]))
             terms.append(b.op("Mul", [kl, b.const(t * t / shape[0])]))
         else:
             # divided by the teacher's spread, so outputs of any scale weigh alike
             diff = b.op("Div", [b.op("Sub", [out, target]), b.const(spec.scales.get(out.name, 1.0))])
-            terms.append(b.mean_all(b.op("Mul", [diff, diff])))
+            terms.append(_mean_all(b, b.op("Mul", [diff, diff])))
     if not terms:
         raise ValueError("the model has no float outputs to distill")
     task = terms[0]
@@ -142,7 +125,7 @@ def _task_loss(b: _B, graph: gs.Graph, spec: LossSpec, targets: dict[str, str]):
         shape = [int(d) for d in out.shape]
         onehot = b.input(LABELS, shape)
         logp = b.op("LogSoftmax", [out], {"axis": 1})
-        ce = b.op("Mul", [b.sum_all(b.op("Mul", [onehot, logp])), b.const(-1.0 / shape[0])])
+        ce = b.op("Mul", [_sum_all(b, b.op("Mul", [onehot, logp])), b.const(-1.0 / shape[0])])
         w = spec.distill_weight
         task = b.op("Add", [b.op("Mul", [task, b.const(w)]), b.op("Mul", [ce, b.const(1.0 - w)])])
     return task
@@ -152,7 +135,7 @@ def build_training_graph(analysis, method, spec: LossSpec) -> TrainingGraph:
     """The training ModelProto for `analysis` (at the training batch size) instrumented by `method`."""
     graph = analysis.loaded.graph()
     trainable = weight_initializers(graph)
-    b = _B(graph)
+    b = NodeBuilder(graph, "onnxmorph")
     inst = method.instrument(graph, analysis, b)
     trainable += list(inst.params)
     rewritten = lower_for_training(graph)
@@ -160,7 +143,7 @@ def build_training_graph(analysis, method, spec: LossSpec) -> TrainingGraph:
     task = _task_loss(b, graph, spec, targets)
     weights = b.input(REG_WEIGHTS, [analysis.num_units])
     strength = b.input(REG_STRENGTH, [])
-    reg = b.sum_all(b.op("Mul", [inst.reg_vector, weights]))
+    reg = _sum_all(b, b.op("Mul", [inst.reg_vector, weights]))
     loss = b.op("Add", [task, b.op("Mul", [reg, strength])], name="onnxmorph_loss")
     task_out = b.op("Identity", [task], name="onnxmorph_task_loss")
     reg_out = b.op("Identity", [reg], name="onnxmorph_reg_value")

@@ -13,6 +13,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..errors import OnnxMorphError
+from ..graph.builder import NodeBuilder
 
 _REWRITES: dict[str, Callable] = {}
 
@@ -25,35 +26,18 @@ def rewrite(*ops):
     return deco
 
 
-class _Builder:
-    """Appends nodes to the graph, each named after the node being replaced."""
-
-    def __init__(self, graph: gs.Graph, node: gs.Node):
-        self.graph, self.base, self.n = graph, node.name, 0
-
-    def const(self, value, dtype=np.float32) -> gs.Constant:
-        self.n += 1
-        return gs.Constant(f"{self.base}__c{self.n}", np.asarray(value, dtype=dtype))
-
-    def op(self, op: str, inputs, attrs=None, out: gs.Variable | None = None) -> gs.Variable:
-        self.n += 1
-        out = out if out is not None else gs.Variable(f"{self.base}__t{self.n}", dtype=np.float32)
-        self.graph.nodes.append(gs.Node(op, f"{self.base}__{op}{self.n}", attrs or {}, list(inputs), [out]))
-        return out
-
-
-def _hard_sigmoid(b: _Builder, x, alpha: float, beta: float, out=None):
+def _hard_sigmoid(b: NodeBuilder, x, alpha: float, beta: float, out=None):
     lin = b.op("Add", [b.op("Mul", [x, b.const(alpha)]), b.const(beta)])
     return b.op("Clip", [lin, b.const(0.0), b.const(1.0)], out=out)
 
 
-def _softplus(b: _Builder, x, out=None):
+def _softplus(b: NodeBuilder, x, out=None):
     # log(1 + e^x) computed stably as relu(x) + log(1 + e^-|x|)
     tail = b.op("Log", [b.op("Add", [b.const(1.0), b.op("Exp", [b.op("Neg", [b.op("Abs", [x])])])])])
     return b.op("Add", [b.op("Relu", [x]), tail], out=out)
 
 
-def _exp_linear_neg(b: _Builder, x, alpha: float):
+def _exp_linear_neg(b: NodeBuilder, x, alpha: float):
     """alpha * (exp(min(x, 0)) - 1): the negative branch of Elu/Selu."""
     neg = b.op("Min", [x, b.const(0.0)])
     return b.op("Mul", [b.op("Sub", [b.op("Exp", [neg]), b.const(1.0)]), b.const(alpha)])
@@ -201,7 +185,7 @@ def lower_for_training(graph: gs.Graph) -> list[str]:
         out = node.outputs[0]
         x = node.inputs[0]
         node.outputs.clear()
-        fn(_Builder(graph, node), node, x, out)
+        fn(NodeBuilder(graph, node.name), node, x, out)
         node.inputs.clear()
         graph.nodes.remove(node)
         done.append(node.op)
