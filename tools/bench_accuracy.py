@@ -7,15 +7,18 @@ For every method and MAC fraction F this runs::
                     lr=3e-3, recover_steps=RECOVER, seed=0)
 
 (`magnitude` has no regularized phase, so it gets no `steps`: it is one-shot magnitude ranking followed
-by the same RECOVER steps of distillation fine-tuning as the trained methods), then evaluates the pruned
-model on the test set with onnxruntime (argmax of output 0 vs `labels`). A failing combination is
-recorded with its error message instead of stopping the run.
+by the same RECOVER steps of distillation fine-tuning as the trained methods; `fisher` spends its STEPS
+pruning one channel at a time while training, then the same RECOVER steps), then evaluates the pruned
+model on the test set with onnxruntime (argmax of output 0 vs `labels`). A failing combination (e.g.
+`gamma` refusing a model without BatchNormalization) is recorded as a row with its error message instead
+of stopping the run. With --json the file is rewritten after every row, so an interrupted run keeps what
+it finished; `--replot JSON` redraws the table and plot from such a file without training.
 
     /work/.venv/bin/python tools/bench_accuracy.py --json docs/accuracy_vs_macs.json \\
         --plot docs/accuracy_vs_macs.png
     # smaller
     /work/.venv/bin/python tools/bench_accuracy.py --steps 60 --recover-steps 30 --fractions 0.5 0.25 \\
-        --methods gates magnitude
+        --methods gates fisher magnitude
 
 The plot needs matplotlib (`pip install -e ".[plot]"`); without it the plot is skipped with a note.
 """
@@ -38,9 +41,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import onnxmorph  # noqa: E402
+from onnxmorph.methods.base import method_names  # noqa: E402
 from onnxmorph.runtime import make_session  # noqa: E402
 
-METHODS = ["gates", "gamma", "group-lasso", "magnitude"]
+METHODS = ["gates", "fisher", "group-lasso", "gamma", "magnitude"]
 FRACTIONS = [0.5, 0.25, 0.125, 0.0625]
 
 
@@ -59,9 +63,11 @@ def accuracy(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, threads: int 
 
 
 def reg_phase_alive(notes: list[str]) -> float | None:
-    """The MAC fraction the regularizer alone left alive ("the gates left X of the original macs alive")."""
+    """The MAC fraction alive at the end of the training phase, from the report's notes: what the
+    regularizer left ("the gates left X of the original macs alive") or what fisher's removals reached
+    ("fisher: removed N channels ..., reaching X of the original macs")."""
     for note in notes:
-        m = re.search(r"left ([0-9.]+) of the original", note)
+        m = re.search(r"(?:left|reaching) ([0-9.]+) of the original", note)
         if m:
             return float(m.group(1))
     return None
@@ -76,8 +82,9 @@ def run_one(args, method: str, fraction: float, x_test, y_test) -> dict:
     t0 = time.perf_counter()
     try:
         res = onnxmorph.prune(args.model, **kw)
-    except Exception as exc:  # record and go on
-        row.update(error=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:200],
+    except Exception as exc:  # a refusal (OnnxMorphError) or a failure: record it as a row and go on
+        message = " ".join(str(exc).split())
+        row.update(error=f"{type(exc).__name__}: {message}"[:400], refused=isinstance(exc, onnxmorph.OnnxMorphError),
                    wall_s=round(time.perf_counter() - t0, 2))
         return row
     wall = time.perf_counter() - t0
@@ -93,6 +100,8 @@ def run_one(args, method: str, fraction: float, x_test, y_test) -> dict:
         final_task_loss=(rep.get("training_curve") or [{}])[-1].get("task_loss"),
         notes=rep.get("notes", []),
     )
+    if "pruning_order" in rep:  # fisher: channels removed during training
+        row["channels_removed_in_training"] = len(rep["pruning_order"])
     if args.save_dir:
         Path(args.save_dir).mkdir(parents=True, exist_ok=True)
         res.save(Path(args.save_dir) / f"demo_{method}_{fraction:g}.onnx")
@@ -126,12 +135,20 @@ def plot(rows: list[dict], baseline: float, path: str, title: str) -> str | None
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed (pip install -e '.[plot]'): no plot written"
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
-    markers = {"gates": "o", "gamma": "s", "group-lasso": "^", "magnitude": "D"}
+    fig, ax = plt.subplots(figsize=(8.6, 4.2), dpi=100)
+    markers = {"gates": "o", "fisher": "v", "gamma": "s", "group-lasso": "^", "magnitude": "D"}
     for method in dict.fromkeys(r["method"] for r in rows):
         pts = sorted((r["achieved"], 100 * r["accuracy"]) for r in rows if r["method"] == method and "error" not in r)
         if pts:
             ax.plot(*zip(*pts), marker=markers.get(method, "x"), label=method)
+    failed = [m for m in dict.fromkeys(r["method"] for r in rows)
+              if all("error" in r for r in rows if r["method"] == m)]
+    for m in failed:  # a legend entry without points, saying why
+        err = next(r["error"] for r in rows if r["method"] == m)
+        kind, _, msg = err.partition(": ")
+        short = msg.split(" (")[0].replace(f"method '{m}' ", "")
+        ax.plot([], [], ls="none", marker=markers.get(m, "x"), mfc="none", color="grey",
+                label=f"{m}: refused\n({short})" if len(short) < 45 else f"{m}: {kind}")
     ax.axhline(100 * baseline, color="grey", ls="--", lw=1, label=f"unpruned ({100 * baseline:.1f} %)")
     ax.set_xscale("log", base=2)
     fr = sorted({r["fraction"] for r in rows})
@@ -141,7 +158,7 @@ def plot(rows: list[dict], baseline: float, path: str, title: str) -> str | None
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -154,7 +171,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=str(ROOT / "models/demo_cnn.onnx"))
     ap.add_argument("--data", default=str(ROOT / "models/demo_cnn.npz"))
     ap.add_argument("--test", default=str(ROOT / "models/demo_cnn_test.npz"))
-    ap.add_argument("--methods", nargs="+", default=METHODS)
+    ap.add_argument("--methods", nargs="+", default=METHODS, choices=method_names(), metavar="METHOD",
+                    help=f"any of {', '.join(method_names())} (default: {' '.join(METHODS)})")
     ap.add_argument("--fractions", type=float, nargs="+", default=FRACTIONS)
     ap.add_argument("--steps", type=int, default=300, help="regularized training steps (not magnitude)")
     ap.add_argument("--recover-steps", type=int, default=150, help="recovery fine-tuning steps (all methods)")
@@ -165,17 +183,40 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write all rows (with timings and notes) here")
     ap.add_argument("--plot", default=str(ROOT / "docs/accuracy_vs_macs.png"), help="PNG path ('' for none)")
     ap.add_argument("--save-dir", help="also save every pruned model here")
+    ap.add_argument("--replot", metavar="JSON", help="no training: print the table and draw the plot from a --json file")
     args = ap.parse_args(argv)
+
+    if args.replot:
+        saved = json.loads(Path(args.replot).read_text())
+        rows = [r for r in saved["rows"] if r["method"] in args.methods and r["fraction"] in args.fractions]
+        print_table(rows, saved["baseline_accuracy"])
+        if args.plot:
+            title = (f"demo CNN: steps {saved['steps']} + recover {saved['recover_steps']} "
+                     f"(magnitude: recover only), seed {saved['seed']}")
+            note = plot(rows, saved["baseline_accuracy"], args.plot, title)
+            print(note or f"plot: {args.plot} ({Path(args.plot).stat().st_size // 1024} KB)")
+        return 0
 
     test = np.load(args.test)
     x_test, y_test = test["input"], test["labels"]
     baseline = accuracy(onnx.load(args.model), x_test, y_test, args.threads)
     rows = []
     t_all = time.perf_counter()
+
+    def write_json():
+        out = {"model": args.model, "baseline_accuracy": baseline, "steps": args.steps,
+               "recover_steps": args.recover_steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+               "command": " ".join(sys.argv), "python": platform.python_version(),
+               "onnxmorph": onnxmorph.__version__, "rows": rows}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=2))
+
     for method in args.methods:
         for fraction in args.fractions:
             row = run_one(args, method, fraction, x_test, y_test)
             rows.append(row)
+            if args.json:
+                write_json()
             status = row.get("error") or (f"MACs {row['achieved']:.4f}, acc {100 * row['accuracy']:.1f} %")
             print(f"[{time.perf_counter() - t_all:7.1f} s] {method} flops={fraction:g}: {status} "
                   f"({row['wall_s']:.1f} s)", flush=True)
@@ -189,11 +230,7 @@ def main(argv=None) -> int:
         note = plot(rows, baseline, args.plot, title)
         print(note or f"plot: {args.plot} ({Path(args.plot).stat().st_size // 1024} KB)")
     if args.json:
-        out = {"model": args.model, "baseline_accuracy": baseline, "steps": args.steps,
-               "recover_steps": args.recover_steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-               "python": platform.python_version(), "onnxmorph": onnxmorph.__version__, "rows": rows}
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=2))
+        write_json()
     return 0
 
 
