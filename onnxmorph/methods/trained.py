@@ -115,10 +115,11 @@ class GatesMethod(TrainedMethod):
     SCALE = 30.0  # logit = SCALE * theta: gates move ~SCALE x faster than weights under Adam
     LOGIT_RANGE = (-3.0, 6.0)  # keeps closed gates able to reopen (sigmoid' stays non-zero)
 
-    def __init__(self, temperature: float = 0.5, init_logit: float = 4.0, straight_through: bool = True,
+    # `gate_temperature`, not `temperature`: that name is the distillation temperature of the loop
+    def __init__(self, gate_temperature: float = 0.5, init_logit: float = 4.0, straight_through: bool = True,
                  **options):
         super().__init__(**options)
-        self.tau, self.init_logit, self.straight = temperature, init_logit, straight_through
+        self.tau, self.init_logit, self.straight = gate_temperature, init_logit, straight_through
         self.units = 0
 
     def gate_values(self, analysis, b):

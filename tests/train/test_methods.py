@@ -83,3 +83,10 @@ def test_training_methods_prune_attention_heads_and_mlp(method):
     assert res.report["verify"]["passed"]
     removed = {g["name"].split(" of ")[0] for g in res.report["groups"] if g["kept"] < g["channels"]}
     assert removed & {"attention heads", "MLP hidden"}, removed
+
+
+def test_distillation_temperature_does_not_touch_the_gate_temperature():
+    from onnxmorph.methods import get_method
+
+    gates = get_method("gates", temperature=8.0, steps=10)
+    assert gates.tau == 0.5 and gates.options["temperature"] == 8.0
