@@ -90,3 +90,19 @@ def test_distillation_temperature_does_not_touch_the_gate_temperature():
 
     gates = get_method("gates", temperature=8.0, steps=10)
     assert gates.tau == 0.5 and gates.options["temperature"] == 8.0
+
+
+def test_checkpoint_and_resume(setup, tmp_path):
+    model, data = setup
+    ckpt = tmp_path / "ckpt"
+    onnxmorph.prune(model, method="gates", target="flops=0.7", data=data, steps=10, recover_steps=0,
+                    checkpoint_every=5, checkpoint_dir=ckpt)
+    assert (ckpt / "checkpoint").exists() and (ckpt / "loop.json").exists()
+    res = onnxmorph.prune(model, method="gates", target="flops=0.7", data=data, steps=15, recover_steps=0,
+                          resume=ckpt)
+    training = [c for c in res.report["training_curve"] if c["phase"] == "training"]
+    assert training[0]["step"] == 10 and training[-1]["step"] == 14
+    assert any("resumed from" in n and "step 10" in n for n in res.report["notes"])
+    with pytest.raises(onnxmorph.OnnxMorphError, match="not an onnxmorph checkpoint"):
+        onnxmorph.prune(model, method="gates", target="flops=0.7", data=data, steps=15, recover_steps=0,
+                        resume=tmp_path / "nothing")
