@@ -106,3 +106,11 @@ def test_checkpoint_and_resume(setup, tmp_path):
     with pytest.raises(onnxmorph.OnnxMorphError, match="not an onnxmorph checkpoint"):
         onnxmorph.prune(model, method="gates", target="flops=0.7", data=data, steps=15, recover_steps=0,
                         resume=tmp_path / "nothing")
+
+
+def test_diverging_training_rolls_back_then_stops_with_a_clear_error():
+    rng = np.random.default_rng(0)
+    data = {"input": (rng.standard_normal((64, 3, 12, 12)) * 1e3).astype(np.float32)}
+    with pytest.raises(onnxmorph.OnnxMorphError, match=r"training diverged: .* after 5 rollbacks; try a smaller --lr"):
+        onnxmorph.prune(residual(batch="N"), method="gates", target="flops=0.7", data=data, steps=30,
+                        recover_steps=0, lr=1e4, batch_size=16)
