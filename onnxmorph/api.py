@@ -191,7 +191,7 @@ def prune(
     with timer("train" if method_obj.trains else "score"):
         say(f"scoring channels ({method})")
         fit = method_obj.fit(analysis, cost_model, data=arrays, seed=seed, metric=metric, fraction=fraction,
-                             progress=progress, model=model, labels=labels)
+                             progress=progress, labels=labels)
         if fit.params:
             analysis = replace(analysis, loaded=replace(loaded, model=apply_params(loaded.model, fit.params)))
     with timer("decide"):
@@ -213,7 +213,7 @@ def prune(
             raise UsageError("--recover-steps needs --data (distillation fine-tuning of the pruned model)")
         with timer("recover"):
             rec = recover(analysis, keep, data=arrays, steps=recover_steps, seed=seed, progress=progress,
-                          model=model, labels=labels, **{k: v for k, v in method_options.items() if k != "steps"})
+                          labels=labels, **{k: v for k, v in method_options.items() if k != "steps"})
         analysis = replace(analysis, loaded=replace(analysis.loaded,
                                                     model=apply_params(analysis.loaded.model, rec.params)))
         curve += rec.curve

@@ -81,7 +81,7 @@ class FisherMethod(TrainedMethod):
         return self._fit(analysis, cost_model, **{**self.options, **kw})
 
     # the pruning loop
-    def _fit(self, analysis, cost_model, *, data, seed=0, metric="macs", fraction=0.5, progress=None, model=None,
+    def _fit(self, analysis, cost_model, *, data, seed=0, metric="macs", fraction=0.5, progress=None,
              labels=None, steps=400, batch_size=32, lr=3e-3, optimizer="adamw", temperature=4.0,
              distill_weight=0.5, **_ignored) -> FitResult:
         from ..methods.decide import select_units
@@ -106,7 +106,7 @@ class FisherMethod(TrainedMethod):
             for x in c.tolist():
                 unit_constraints[x].append(ci)
 
-        trainer = Trainer(self, analysis, data=data, model=model, labels=labels, seed=seed, batch_size=batch_size,
+        trainer = Trainer(self, analysis, data=data, labels=labels, seed=seed, batch_size=batch_size,
                           lr=lr, optimizer=optimizer, temperature=temperature, distill_weight=distill_weight,
                           progress=progress, sample_labels=True)
         delta = None

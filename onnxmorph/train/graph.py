@@ -46,7 +46,6 @@ class LossSpec:
 class TrainingGraph:
     model: onnx.ModelProto
     trainable: list[str]
-    data_inputs: list[str]
     targets: dict[str, str]  # model output -> input fed with the teacher's target
     outputs: list[str]  # loss first, then diagnostics
     notes: list[str] = field(default_factory=list)
@@ -54,10 +53,6 @@ class TrainingGraph:
 
 def weight_initializers(graph: gs.Graph) -> list[str]:
     names = []
-    consumers_of = {}
-    for node in graph.nodes:
-        for t in node.inputs:
-            consumers_of.setdefault(t.name, []).append(node)
     for node in graph.nodes:
         slots = WEIGHT_SLOTS.get(node.op, ())
         if node.op == "Add" and node.inputs and any(
@@ -148,16 +143,12 @@ def build_training_graph(analysis, method, spec: LossSpec) -> TrainingGraph:
     task_out = b.op("Identity", [task], name="onnxmorph_task_loss")
     reg_out = b.op("Identity", [reg], name="onnxmorph_reg_value")
     vec_out = b.op("Identity", [inst.reg_vector], name="onnxmorph_reg_vector")
-    graph.outputs = [loss, task_out, reg_out, vec_out] + [
-        b.op("Identity", [t], name=f"onnxmorph_extra__{k}") for k, t in inst.extra_outputs.items()]
-    inst_shapes = {f"onnxmorph_extra__{k}": inst.extra_shapes.get(k, []) for k in inst.extra_outputs}
-    for t, shape in zip(graph.outputs, [[], [], [], [analysis.num_units]]):
-        t.shape = shape
-    for t in graph.outputs:
-        t.dtype = np.float32
-        if t.shape is None:
-            t.shape = list(inst_shapes.get(t.name, [])) or None
-    data_inputs = [s.name for s in analysis.loaded.inputs]
+    outputs = [(loss, []), (task_out, []), (reg_out, []), (vec_out, [analysis.num_units])] + [
+        (b.op("Identity", [t], name=f"onnxmorph_extra__{k}"), inst.extra_shapes.get(k))
+        for k, t in inst.extra_outputs.items()]
+    for t, shape in outputs:  # graph outputs need declared shapes for the artifact generator
+        t.dtype, t.shape = np.float32, shape
+    graph.outputs = [t for t, _ in outputs]
     model = export_graph(graph, analysis.loaded, infer_shapes=True)
-    return TrainingGraph(model, trainable, data_inputs, targets, [t.name for t in graph.outputs],
+    return TrainingGraph(model, trainable, targets, [t.name for t in graph.outputs],
                          [f"training graph rewrites: {', '.join(sorted(set(rewritten)))}"] if rewritten else [])

@@ -30,10 +30,11 @@ def _softmax(x: np.ndarray, t: float) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _training_analysis(model, analysis, batch: int):
+def _training_analysis(analysis, batch: int):
     """The analysis at the training batch size, if the model's batch is symbolic and units match."""
     loaded = analysis.loaded
-    if batch == 1 or not all(s.dims and not isinstance(s.dims[0], int) for s in loaded.inputs):
+    model = loaded.original
+    if model is None or batch == 1 or not all(s.dims and not isinstance(s.dims[0], int) for s in loaded.inputs):
         return analysis, 1
     try:
         shapes = {s.name: (batch,) + tuple(loaded.static_inputs[s.name][1:]) for s in loaded.inputs}
@@ -75,7 +76,7 @@ def _short(outs: dict) -> dict:
 class Trainer:
     """Distillation fine-tuning of `method`'s training graph over `data` (one ORT session)."""
 
-    def __init__(self, method, analysis, *, data, model=None, labels=None, seed=0, batch_size=32,
+    def __init__(self, method, analysis, *, data, labels=None, seed=0, batch_size=32,
                  lr=3e-3, optimizer="adamw", temperature=4.0, distill_weight=0.5, progress=None,
                  sample_labels: bool = False):
         self.say = progress or (lambda msg, **info: None)
@@ -86,8 +87,7 @@ class Trainer:
         self.n = next(iter(self.inputs.values())).shape[0]
         self.labels = data.get(labels) if labels else None
         self.sampled = None  # teacher probabilities to draw labels from (the model's own Fisher)
-        source = analysis.loaded.original if analysis.loaded.original is not None else model
-        train_analysis, self.micro = _training_analysis(source, analysis, min(batch_size, self.n))
+        train_analysis, self.micro = _training_analysis(analysis, min(batch_size, self.n))
         self.accumulate = 1 if self.micro > 1 else batch_size
         if self.micro == 1 and batch_size > 1:
             self.notes.append(f"the model's batch size is fixed at 1: gradients are accumulated over "
@@ -212,12 +212,12 @@ class Trainer:
 
 
 def train_method(method, analysis, cost_model, *, data, seed=0, metric="macs", fraction=0.5, progress=None,
-                 model=None, labels=None, steps=400, batch_size=32, lr=3e-3, optimizer="adamw",
+                 labels=None, steps=400, batch_size=32, lr=3e-3, optimizer="adamw",
                  temperature=4.0, distill_weight=0.5, strength=None, log_every=10, checkpoint_every=0,
                  checkpoint_dir=None, resume=None, **_ignored) -> FitResult:
     """Regularized fine-tuning: the cost regularizer's strength tracks a budget shrinking to the target."""
     t0 = time.perf_counter()
-    trainer = Trainer(method, analysis, data=data, model=model, labels=labels, seed=seed, batch_size=batch_size,
+    trainer = Trainer(method, analysis, data=data, labels=labels, seed=seed, batch_size=batch_size,
                       lr=lr, optimizer=optimizer, temperature=temperature, distill_weight=distill_weight,
                       progress=progress)
     full = cost_model.total(metric)
@@ -258,14 +258,14 @@ def train_method(method, analysis, cost_model, *, data, seed=0, metric="macs", f
     return FitResult(importance, params, curve, notes)
 
 
-def recover(analysis, keep_units: np.ndarray, *, data, steps: int, seed=0, progress=None, model=None, labels=None,
+def recover(analysis, keep_units: np.ndarray, *, data, steps: int, seed=0, progress=None, labels=None,
             batch_size=32, lr=3e-3, optimizer="adamw", temperature=4.0, distill_weight=0.5,
             **_ignored) -> FitResult:
     """Distillation fine-tuning of the masked model (0/1 gates fixed to `keep_units`)."""
     from ..methods.trained import FixedMask
 
     t0 = time.perf_counter()
-    trainer = Trainer(FixedMask(), analysis, data=data, model=model, labels=labels, seed=seed,
+    trainer = Trainer(FixedMask(), analysis, data=data, labels=labels, seed=seed,
                       batch_size=batch_size, lr=lr, optimizer=optimizer, temperature=temperature,
                       distill_weight=distill_weight, progress=progress)
     try:
