@@ -26,7 +26,9 @@ class Selection:
     order: list[tuple[int, list[int]]]  # (group, units) in removal order
 
 
-class _State:
+class RemovalState:
+    """Keep-mask, alive channel counts per node and per constraint, as units are removed."""
+
     def __init__(self, analysis, cost_model, metric: str):
         self.cm = cost_model
         self.metric = metric
@@ -105,7 +107,7 @@ def select_units(analysis, cost_model, importance: np.ndarray, metric: str, frac
     `per_cost`: rank chunks by importance per unit of cost saved (one-shot criteria); otherwise by
     importance alone (trained gates already weigh cost), cost breaking ties. `min_keep`: each group keeps
     at least this fraction of its channels, so one expensive layer is not thinned to nothing."""
-    state = _State(analysis, cost_model, metric)
+    state = RemovalState(analysis, cost_model, metric)
     before = cost_model.total(metric)
     target = fraction * before
     current = before

@@ -84,12 +84,13 @@ class FisherMethod(TrainedMethod):
     def _fit(self, analysis, cost_model, *, data, seed=0, metric="macs", fraction=0.5, progress=None,
              labels=None, steps=400, batch_size=32, lr=3e-3, optimizer="adamw", temperature=4.0,
              distill_weight=0.5, **_ignored) -> FitResult:
-        from ..methods.decide import select_units
+        from ..methods.decide import RemovalState, select_units
         from ..train.loop import Trainer
 
         t0 = time.perf_counter()
         u = analysis.num_units
-        self.keep = np.ones(u, dtype=bool)
+        state = RemovalState(analysis, cost_model, metric)
+        self.keep = state.keep  # removed units stay 0 in the mask (after_step) and in the cost
         full = cost_model.total(metric)
         target = fraction * full
         # how many units a cost-only greedy removes to reach the target: sizes the pruning events
@@ -100,11 +101,6 @@ class FisherMethod(TrainedMethod):
         every = self.prune_every or 1
         events = max(1, (int(0.8 * steps) - burn_in) // every)
         per_event = self.per_event or max(1, math.ceil(to_remove / events))
-        alive_in = np.array([len(c) for c in analysis.constraints])
-        unit_constraints = [[] for _ in range(u)]
-        for ci, c in enumerate(analysis.constraints):
-            for x in c.tolist():
-                unit_constraints[x].append(ci)
 
         trainer = Trainer(self, analysis, data=data, labels=labels, seed=seed, batch_size=batch_size,
                           lr=lr, optimizer=optimizer, temperature=temperature, distill_weight=distill_weight,
@@ -123,8 +119,7 @@ class FisherMethod(TrainedMethod):
                     saving = cost_model.marginal(metric, self.keep)
                     ok = self.keep & (saving > 0)
                     for x in np.nonzero(ok)[0]:
-                        if any(alive_in[ci] <= 1 for ci in unit_constraints[x]):
-                            ok[x] = False
+                        ok[x] = state.legal([x])
                     if not ok.any() or cost <= target:
                         break
                     if self.flops_weight == "auto":
@@ -135,9 +130,7 @@ class FisherMethod(TrainedMethod):
                     x = int(np.argmin(score))
                     if not order:
                         self.first_event = {"delta": delta.copy(), "saving": saving.copy(), "ok": ok.copy()}
-                    self.keep[x] = False
-                    for ci in unit_constraints[x]:
-                        alive_in[ci] -= 1
+                    state.remove([x], *state.saving([x])[1:])
                     cost -= saving[x]
                     order.append({"step": step, "unit": x, "signal": float(delta[x]), "delta_cost": float(saving[x])})
             return lam, cost / full
