@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 
 from . import __version__
+from . import measure as measuring
 from .analysis import Analysis, analyze
 from .analysis.options import AnalysisOptions
 from .cost import CostModel, parse_target
@@ -150,12 +151,18 @@ def prune(
     progress: Callable[..., None] | None = None,
     attention: str = "heads",
     prune_embedding: bool = False,
+    measure: bool = False,
+    measure_rounds: int = 3,
     **method_options,
 ) -> PruneResult:
     """Prune `model` to `target` and return the verified pruned model with its report.
 
     `profile` (a built-in name, a JSON file or a `HardwareProfile`) enables `target="latency=F"`,
-    adds predicted latencies to the report, and makes `round_to` default to its channel multiple."""
+    adds predicted latencies to the report, and makes `round_to` default to its channel multiple.
+
+    `measure`: time the pruned model against the original with ONNX Runtime on this machine and add
+    it to the report; with a latency target, re-target until the measured ratio is <= F (at most
+    `measure_rounds` selections, see `retarget_measured`)."""
     say = progress or (lambda msg, **info: None)
     timer = _Timer()
     metric, fraction = parse_target(target)
@@ -174,6 +181,9 @@ def prune(
     if metric == "latency" and profile is None:
         raise UsageError("--target latency=F needs a hardware profile: --profile NAME or a JSON file "
                          "(see `onnxmorph profiles list`)")
+    if measure_rounds < 1:
+        raise UsageError(f"--measure-rounds must be >= 1, got {measure_rounds}")
+    threads = measure_threads(profile) if measure else 1
 
     with timer("load"):
         say("loading")
@@ -194,16 +204,27 @@ def prune(
                              progress=progress, labels=labels)
         if fit.params:
             analysis = replace(analysis, loaded=replace(loaded, model=apply_params(loaded.model, fit.params)))
-    with timer("decide"):
-        floor = method_obj.min_keep(fraction)
+    floor = method_obj.min_keep(fraction)
+
+    def decide(frac: float):
+        """The selection for `frac` of `metric`, and whether it had to drop the per-group floor."""
         try:
-            selection = select_units(analysis, cost_model, fit.importance, metric, fraction, round_to,
-                                     per_cost=method_obj.per_cost, min_keep=floor)
+            return select_units(analysis, cost_model, fit.importance, metric, frac, round_to,
+                                per_cost=method_obj.per_cost, min_keep=floor), False
         except TargetUnreachable:  # retry without the per-group floor (and, if asked, best effort)
-            selection = select_units(analysis, cost_model, fit.importance, metric, fraction, round_to,
-                                     best_effort, per_cost=method_obj.per_cost, min_keep=0.0)
-            if floor > 0:
-                fit.notes.append(f"the target needs some layers below {100 * floor:.0f} % of their channels")
+            return select_units(analysis, cost_model, fit.importance, metric, frac, round_to,
+                                best_effort, per_cost=method_obj.per_cost, min_keep=0.0), floor > 0
+
+    with timer("decide"):
+        selection, relaxed = decide(fraction)
+    measured = None
+    if measure and metric == "latency":
+        with timer("measure"):
+            selection, relaxed, measured = retarget_measured(decide, selection, relaxed, analysis, loaded.model,
+                                                             fraction, measure_rounds, threads, say)
+        fit.notes.extend(measured.pop("notes"))
+    if relaxed:
+        fit.notes.append(f"the target needs some layers below {100 * floor:.0f} % of their channels")
     keep = selection.keep_units
     if recover_steps is None:
         recover_steps = method_options.get("steps", DEFAULT_STEPS) if method_obj.trains else 0
@@ -233,14 +254,108 @@ def prune(
                 f"(max abs diff {result.max_abs_diff:.3g}); nothing written — please report this model"
             )
         pruned, note = restore_interface(pruned, loaded, seed, arrays)
+    if measure and measured is None:  # not a latency target: report the measurement, re-target nothing
+        with timer("measure"):
+            measured = measure_once(loaded.model, pruned, cost_model, selection, fraction, threads, say)
     notes = list(loaded.notes) + fit.notes + ([note] if note else [])
+    if measure:
+        notes += measurement_notes(cost_model.profile)
     report = build_report(analysis, cost_model, selection, method, target, metric, fraction, result, pruned,
                           timer.times, notes, round_to, seed)
     report["analysis"] = options.as_dict()
+    if measured is not None:
+        report["measured"] = measured
     if curve:
         report["training_curve"] = curve
     report.update(fit.extra)
     return PruneResult(pruned, masked, report, analysis)
+
+
+def measure_threads(profile) -> int:
+    """Intra-op threads for `measure`: a profile calibrated on this CPU is matched, otherwise 1."""
+    from .cost.calibrate import cpu_name
+
+    if profile is not None and profile.measured.get("cpu") == cpu_name():
+        return max(1, int(profile.measured.get("threads", 1)))
+    return 1
+
+
+def _predicted_ratio(selection) -> float:
+    return selection.cost_after / selection.cost_before if selection.cost_before else 1.0
+
+
+def _round(frac: float, predicted: float | None, m: dict) -> dict:
+    return {"fraction": round(frac, 6), "predicted_ratio": None if predicted is None else round(predicted, 6),
+            "measured_ratio": round(m["ratio"], 6), "original_ms": m["original_ms"], "pruned_ms": m["pruned_ms"]}
+
+
+def retarget_measured(decide, selection, relaxed, analysis, original, fraction, rounds, threads, say):
+    """Measure the selection's pruned model against `original`; while the measured latency ratio is
+    above `fraction`, select again for a tighter fraction and measure again (`rounds` in all).
+
+    The next fraction is predicted * fraction / measured: it assumes the prediction stays off by the
+    same factor, and being below the current prediction it always removes more. Returns the chosen
+    (selection, relaxed) — the lowest measured ratio <= fraction, else the lowest measured — and the
+    report's "measured" block with the notes to add under "notes"."""
+    tried, notes = [], []
+    frac = fraction
+    for r in range(rounds):
+        if r > 0:
+            try:
+                selection, relaxed = decide(frac)
+            except TargetUnreachable:
+                notes.append(f"measured re-targeting stopped at round {r + 1}: latency={frac:.4g} is unreachable")
+                break
+        say(f"measuring latency (round {r + 1}/{rounds})")
+        # Recovery training changes weights, never shapes: this model times like the final one.
+        m = measuring.measured_ratio(original, emit_pruned(analysis, selection.keep_units), threads=threads)
+        predicted = _predicted_ratio(selection)
+        tried.append((selection, relaxed, _round(frac, predicted, m)))
+        done = m["ratio"] <= fraction or r + 1 == rounds or not selection.reached  # nothing more to remove
+        line = f"measuring latency (round {r + 1}/{rounds}): predicted {predicted:.3f}x, measured {m['ratio']:.3f}x"
+        if done:
+            say(line)
+            break
+        frac = predicted * fraction / m["ratio"]
+        say(f"{line} -> retarget {frac:.3f}")
+    ratios = [t[2]["measured_ratio"] for t in tried]
+    met = [k for k, v in enumerate(ratios) if v <= fraction]
+    chosen = min(met or range(len(ratios)), key=lambda k: ratios[k])
+    selection, relaxed, _ = tried[chosen]
+    # The report's target is the requested fraction, not the tightened one this selection was made for.
+    selection = replace(selection, reached=selection.cost_after <= fraction * selection.cost_before * (1 + 1e-9))
+    if not met:
+        notes.append(f"measured latency ratio {ratios[chosen]:.3f} is above the target {fraction:g} after "
+                     f"{len(tried)} measured round(s); kept the fastest measured selection")
+    block = {"rounds": [t[2] for t in tried], "chosen": chosen, "met": bool(met),
+             "clock": measuring.clock_label(threads), "threads": threads, "notes": notes}
+    return selection, relaxed, block
+
+
+def measure_once(original, pruned, cost_model, selection, fraction, threads, say) -> dict:
+    """The report's "measured" block for a target other than latency: one measurement, no re-targeting."""
+    say("measuring latency")
+    m = measuring.measured_ratio(original, pruned, threads=threads)
+    predicted = None
+    if cost_model.profile is not None:
+        predicted = cost_model.total("latency", selection.keep_units) / cost_model.total("latency")
+    return {"rounds": [_round(fraction, predicted, m)], "chosen": 0, "met": None,
+            "clock": measuring.clock_label(threads), "threads": threads}
+
+
+def measurement_notes(profile) -> list[str]:
+    """Say so when the measured latencies are not those of the profile's hardware."""
+    from .cost.calibrate import cpu_name
+
+    if profile is None:
+        return []
+    here = cpu_name()
+    there = profile.measured.get("cpu")
+    if there == here:
+        return []
+    target = f"measured on {there}" if there else f"{profile.kind} profile"
+    return [f"measured latency is of this machine ({here}, ONNX Runtime CPU), not of the target of profile "
+            f"'{profile.name}' ({target})"]
 
 
 def restore_interface(pruned: onnx.ModelProto, loaded, seed: int, data) -> tuple[onnx.ModelProto, str | None]:

@@ -29,6 +29,8 @@ err = Console(stderr=True)
 
 ATTENTION_HELP = ("Transformer attention units: heads (whole heads) | head-dims (the same head dims in "
                   "every head) | off (freeze channels reaching Q·Kᵀ / attn·V).")
+MEASURE_HELP = ("measure the pruned model's latency with ONNX Runtime on this machine; with --target latency=F, "
+                "re-target until the measured ratio is <= F (up to --measure-rounds)")
 EMBEDDING_HELP = ("Also prune the embedding width (the residual stream through every LayerNorm and Add) "
                   "as one group; emitted LayerNorms keep the masked model's statistics.")
 
@@ -139,6 +141,9 @@ def prune(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
     attention: str = typer.Option("heads", "--attention", help=ATTENTION_HELP),
     prune_embedding: bool = typer.Option(False, "--prune-embedding", help=EMBEDDING_HELP),
+    measure: bool = typer.Option(False, "--measure", help=MEASURE_HELP),
+    measure_rounds: Optional[int] = typer.Option(None, "--measure-rounds",
+                                                 help="With --measure: selections measured at most (default 3)."),
 ):
     """Prune MODEL to a cost target and write a verified, physically smaller ONNX model."""
     from . import api
@@ -158,12 +163,15 @@ def prune(
             ("flops_weight", flops_weight)) if v is not None}
         if checkpoint_every and not checkpoint_dir:
             raise UsageError("--checkpoint-every needs --checkpoint-dir")
+        if measure_rounds is not None and not measure:
+            raise UsageError("--measure-rounds needs --measure")
         reporter = _Reporter(quiet)
         try:
             result = api.prune(
                 model, method=method, target=target, data=data, labels=labels, round_to=round_to, profile=profile,
                 input_shapes=_shapes(input_shape), seed=seed, best_effort=best_effort, attention=attention,
-                prune_embedding=prune_embedding, recover_steps=recover_steps, progress=reporter,
+                prune_embedding=prune_embedding, recover_steps=recover_steps, progress=reporter, measure=measure,
+                measure_rounds=3 if measure_rounds is None else measure_rounds,
                 image_mean=_floats(mean, "--mean"), image_std=_floats(std, "--std"), **options,
             )
         finally:
@@ -264,7 +272,18 @@ def _print_summary(rep: dict, output: Path) -> None:
         profile = profile.get("name") if isinstance(profile, dict) else profile
         label = {"macs": "MACs", "latency_ms": f"latency ({profile or 'profile'})"}.get(key, key)
         table.add_row(label, f"{o[key] / scale:,.3f} {unit}", f"{p[key] / scale:,.3f} {unit}", f"{ratio:.3f}")
+    measured = rep.get("measured")
+    if measured:
+        m = measured["rounds"][measured["chosen"]]
+        table.add_row("latency (measured here)", f"{m['original_ms']:,.3f} ms", f"{m['pruned_ms']:,.3f} ms",
+                      f"{m['measured_ratio']:.3f}")
     out.print(table)
+    if measured:
+        n, rounds = measured["threads"], len(measured["rounds"])
+        verdict = {True: " [green]target met[/]", False: " [yellow]target not met[/]", None: ""}[measured["met"]]
+        which = f" · round {measured['chosen'] + 1} of {rounds}" if rounds > 1 else ""
+        out.print(f"measured with ONNX Runtime on this machine ({n} thread{'s' if n != 1 else ''}, "
+                  f"{measured['clock']}): ratio {m['measured_ratio']:.3f}{verdict}{which}")
     v = rep["verify"]
     out.print(f"verified pruned == masked on {v['inputs_used']} inputs (max abs diff {v['max_abs_diff']:.2e})")
     if not rep["target"]["reached"]:
