@@ -346,11 +346,14 @@ def profiles_show(
         table.add_row(k, v)
     for k, v in p.measured.items():
         table.add_row(f"measured {k}", str(v))
+    if p.op_factors:
+        table.add_row("op factors", ", ".join(f"{k} {v:g}" for k, v in p.op_factors.items()))
     out.print(table)
     for kind, t in p.tables.items():
         unit = "MAC" if TABLE_KINDS[kind] == "macs" else "byte"
         size = "rows" if kind == "gemm" else "pixels"
-        tt = Table(title=f"{kind}: effective G{unit}/s by channels (rows) × {size} (columns)"
+        square = " (in = out; the table holds every in × out pair)" if t.out_channels is not None else ""
+        tt = Table(title=f"{kind}: effective G{unit}/s by channels{square} (rows) × {size} (columns)"
                          + (" — unaligned counts below" if t.unaligned is not None else ""))
         tt.add_column("channels", justify="right")
         for s in t.sizes:
@@ -358,7 +361,11 @@ def profiles_show(
         for part, style in ((t, None), (t.unaligned, "yellow")):
             if part is None:
                 continue
-            for c, sec, work in zip(part.channels, part.seconds, part.work):
+            seconds, works = part.seconds, part.work
+            if part.out_channels is not None:  # the diagonal of the (in, out) grid
+                seconds = [seconds[k, k] for k in range(len(part.channels))]
+                works = [works[k, k] for k in range(len(part.channels))]
+            for c, sec, work in zip(part.channels, seconds, works):
                 tt.add_row(f"{c:g}", *[f"{w / s / 1e9:,.3g}" for s, w in zip(sec, work)], style=style)
         out.print(tt)
 

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import onnxmorph  # noqa: E402
 from onnxmorph.analysis import analyze  # noqa: E402
 from onnxmorph.cost import CostModel  # noqa: E402
+from onnxmorph.cost.calibrate import flush_caches  # noqa: E402
 from onnxmorph.cost.profile import load_profile  # noqa: E402
 from onnxmorph.graph import load_model  # noqa: E402
 from onnxmorph.runtime import make_session  # noqa: E402
@@ -54,6 +55,8 @@ def measure(model_bytes: bytes, shapes: dict, args) -> dict:
     cpu, wall = [], []
     start = time.perf_counter()
     while len(cpu) < args.runs and (len(cpu) < args.min_runs or time.perf_counter() - start < args.max_seconds):
+        if args.flush:
+            flush_caches()
         w0, c0 = time.perf_counter(), time.thread_time()
         sess.run(None, feeds)
         cpu.append(time.thread_time() - c0)
@@ -138,6 +141,9 @@ def main() -> int:
     ap.add_argument("--min-runs", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--max-seconds", type=float, default=8.0, help="per measurement (min-runs always done)")
+    ap.add_argument("--no-flush", dest="flush", action="store_false",
+                    help="keep caches warm between runs (default: flush before each run, as calibration does, so "
+                         "a model's weights are as cold as a neighbour's cache pressure could make them)")
     ap.add_argument("--json", type=Path, help="write all rows here")
     args = ap.parse_args()
     args.clock = args.clock or ("cpu" if args.threads == 1 else "wall")

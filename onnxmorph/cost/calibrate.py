@@ -1,18 +1,25 @@
 """Measure this machine with ONNX Runtime micro-benchmarks and build a measured hardware profile.
 
-For each op kind (dense 3x3 and 1x1 Conv, depthwise Conv, MatMul, an element-wise unary and
-binary op, MaxPool) and each point of a grid of channel counts × sizes, a chain of 1 and of
-`CHAIN` identical nodes is timed (warm-up, then the median of interleaved repeats). The time of
-one node is the difference divided by `CHAIN - 1`, which cancels the fixed cost of a session run
-and of layout reorders at the graph's edges. Caches are flushed before every run: in a real model
-each layer's weights were evicted by the layers before it (measured here: a 160->960 1x1 conv on
-2x2 takes 42 us with warm weights, 85 us cold, 80 us inside MobileNetV2), so warm micro-benchmarks
-would predict models about 2x too fast. With one thread the clock is the calling thread's CPU
-time (ONNX Runtime runs single-threaded sessions on the caller): it is what the run takes on an
-idle core and does not count time the thread spent preempted on a busy machine. Conv-like kinds are also measured at channel counts
-that are not multiples of the channel multiple (`unaligned`), where runtimes leave their fast
-kernels. Big points above a work cap are not run: they take the time per unit of work of the
-largest measured size of the same channel count (throughput has saturated there).
+Dense convolutions (3x3 and 1x1) are measured on an (in channels, out channels, size) grid: for
+each size one chain of convs walks through every (in, out) pair of the channel grid (an Euler
+circuit), and ONNX Runtime's profiler times each kernel, so every conv reads the output of a conv
+of another shape, as inside a network (a 16->96 conv runs at another speed per MAC than a 96->16
+or a 39->39 one). The profiler's own cost per kernel is measured and taken off.
+
+The other kinds (depthwise Conv, MatMul, an element-wise unary and binary op, MaxPool), and dense
+convs at channel counts that leave the fast kernels (`unaligned`), are timed per point of a grid
+of channel counts x sizes as a chain of 1 and of n identical nodes (warm-up, then the median of
+interleaved repeats); one node is the difference divided by n - 1, which cancels the fixed cost
+of a session run. Element-wise op types other than the tables' own (Relu, Erf, ONNX Runtime's
+fused SiLU, BatchNorm, layout reorders, ...) get a factor against them (`op_factors`).
+
+Caches are flushed before every run: in a real model each layer's weights were evicted by the
+layers before it (a 160->960 1x1 conv on 2x2 takes 42 us with warm weights, 85 us cold, 80 us
+inside MobileNetV2), so warm micro-benchmarks would predict models about 2x too fast. With one
+thread the clock is the calling thread's CPU time (ONNX Runtime runs single-threaded sessions on
+the caller): what the run takes on an idle core, without time the thread spent preempted on a busy
+machine. Big points above a work cap are not run: they are extrapolated from the largest measured
+sizes of the same channel counts (throughput has saturated there).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..runtime import make_session
+from .op_factors import measure_op_factors
 from .profile import SCHEMA, TABLE_KINDS, HardwareProfile, Table
 
 CHAIN = 3
@@ -48,6 +56,7 @@ GRIDS = {
         "repeats": 9,
         "probe_sizes": (64, 256),
         "exponent_points": 5,
+        "factor_points": ((64, 1024), (256, 64)),  # (channels, size) where op factors are measured
     },
     "tiny": {
         "channels": [8, 16],
@@ -59,6 +68,7 @@ GRIDS = {
         "repeats": 3,
         "probe_sizes": (64,),
         "exponent_points": 1,
+        "factor_points": ((16, 64),),
     },
 }
 
@@ -80,6 +90,134 @@ def _conv_chain(c: int, side: int, k: int, group: int, n: int, rng) -> onnx.Mode
                                       pads=[k // 2] * 4, group=group))
         x = f"y{layer}"
     return _model(nodes, inits, {"x": [1, c, side, side]}, x)
+
+
+def conv_path(widths: list[int], side: int, k: int, rng) -> onnx.ModelProto:
+    """Convolutions (with bias, stride 1, same padding) through the channel counts `widths`: node j
+    maps widths[j] -> widths[j + 1]; nodes are named after their outputs `y{j}`."""
+    nodes, inits, x = [], [], "x"
+    for j, (ci, co) in enumerate(zip(widths[:-1], widths[1:])):
+        w = (rng.standard_normal((co, ci, k, k)) / np.sqrt(ci * k * k)).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"w{j}"), numpy_helper.from_array(np.zeros(co, np.float32), f"b{j}")]
+        nodes.append(helper.make_node("Conv", [x, f"w{j}", f"b{j}"], [f"y{j}"], name=f"y{j}", kernel_shape=[k, k],
+                                      pads=[k // 2] * 4))
+        x = f"y{j}"
+    return _model(nodes, inits, {"x": [1, widths[0], side, side]}, x)
+
+
+def euler_circuit(vertices: list[int], edges: set[tuple[int, int]]) -> list[int]:
+    """A closed walk through `vertices` that uses every directed edge once (Hierholzer). `edges` must
+    be symmetric (with (a, b) also (b, a)) and connected, so that such a walk exists."""
+    out = {v: sorted(b for a, b in edges if a == v) for v in vertices}
+    start = min(a for a, _ in edges)
+    stack, walk = [start], []
+    while stack:
+        v = stack[-1]
+        if out[v]:
+            stack.append(out[v].pop())
+        else:
+            walk.append(stack.pop())
+    return walk[::-1]
+
+
+def kernel_times(model: onnx.ModelProto, *, threads: int = 1, runs: int = 9, warmup: int = 2,
+                 flush: bool = True, budget_s: float = 3.0) -> dict[str, float]:
+    """Median seconds of each node's kernel over `runs` session runs (after `warmup`), from ONNX
+    Runtime's profiler, keyed by node name (NCHWc kernels are named `<output>_nchwc`: the suffix is
+    dropped). Caches are flushed before each run, so each node starts with its weights evicted and
+    its input in cache, as inside a real model."""
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    cold = flush_caches if flush else (lambda: None)
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="onnxmorph-calibrate-") as tmp:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tmp) / "profile")
+        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        feeds = _feeds(model, rng)
+        start = time.perf_counter()
+        for r in range(warmup + runs):
+            cold()
+            sess.run(None, feeds)
+            if r >= warmup + 2 and time.perf_counter() - start > budget_s:
+                break
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    per_node: dict[str, list[float]] = {}
+    for e in events:
+        name = e.get("name", "")
+        if e.get("cat") == "Node" and name.endswith("_kernel_time"):
+            node = name[: -len("_kernel_time")].removesuffix("_nchwc")
+            per_node.setdefault(node, []).append(float(e["dur"]) * 1e-6)
+    return {k: _trimmed_mean(v[warmup:] if len(v) > warmup else v) for k, v in per_node.items()}
+
+
+def _trimmed_mean(values: list[float]) -> float:
+    """Mean of the middle half: robust like a median, but finer than the profiler's 1 us ticks."""
+    v = np.sort(np.asarray(values, dtype=np.float64))
+    q = len(v) // 4
+    return max(float(v[q: len(v) - q].mean()), 1e-7)
+
+
+IO_KINDS = {"conv": 3, "conv1x1": 1}  # dense conv kinds measured on an (in, out, size) grid: kernel side
+
+
+def io_work(kind: str, ci: int, co: int, size: int) -> float:
+    return float(ci * co * IO_KINDS[kind] ** 2 * size)
+
+
+def measure_io_grid(kind: str, channels: list[int], size: int, cap: float, *, threads: int, runs: int,
+                    flush: bool, rng) -> dict[tuple[int, int, int], float]:
+    """Seconds of a `kind` conv for every (in, out) pair of `channels` at `size` pixels whose MACs
+    are within `cap`: one chain of convs that walks through all pairs (an Euler circuit of the
+    complete graph on the channel counts), timed per kernel with ONNX Runtime's profiler. Each conv
+    reads the output of a conv of another shape, as inside a network."""
+    edges = {(a, b) for a in channels for b in channels if io_work(kind, a, b, size) <= cap}
+    if not edges:
+        return {}
+    walk = euler_circuit(sorted({a for a, _ in edges}), edges)
+    side = int(round(np.sqrt(size)))
+    # the first kernels after a cache flush also pay for cold code and page tables: unmeasured lead-in
+    walk = [walk[0]] * LEAD_IN + walk
+    times = kernel_times(conv_path(walk, side, IO_KINDS[kind], rng), threads=threads, runs=runs, flush=flush)
+    offset = profiler_offset(threads)
+    return {(a, b, size): max(times[f"y{j}"] - offset, 1e-7)
+            for j, (a, b) in enumerate(zip(walk[:-1], walk[1:])) if j >= LEAD_IN and f"y{j}" in times}
+
+
+LEAD_IN = 4
+_OFFSET: dict[int, float] = {}
+
+
+def profiler_offset(threads: int = 1, n: int = 33) -> float:
+    """Seconds ONNX Runtime's profiler adds to each kernel it times: the profiled time of a tiny
+    conv minus its time measured without the profiler (a chain of n against a chain of 1)."""
+    if threads not in _OFFSET:
+        rng = np.random.default_rng(0)
+        chains = [conv_path([8] * (m + 1), 2, 1, rng) for m in (1, n)]
+        now = clock_fn(default_clock(threads))
+        plain = []
+        for model in chains:
+            sess, feeds = _session(model, threads), _feeds(model, rng)
+            for _ in range(20):
+                sess.run(None, feeds)
+            runs = []
+            for _ in range(200):
+                a = now()
+                sess.run(None, feeds)
+                runs.append(now() - a)
+            plain.append(float(np.median(runs)))
+        per_kernel = (plain[1] - plain[0]) / (n - 1)
+        profiled = kernel_times(chains[1], threads=threads, runs=50, flush=False)
+        _OFFSET[threads] = max(float(np.median(list(profiled.values()))) - per_kernel, 0.0)
+    return _OFFSET[threads]
 
 
 def _elementwise_chain(kind: str, c: int, side: int, n: int) -> onnx.ModelProto:
@@ -202,14 +340,21 @@ def chain_length(kind: str, channels: int, size: int, kernel: int = 3) -> int:
 
 def time_node(kind: str, channels: int, size: int, threads: int = 1, repeats: int = 9, rng=None,
               budget_s: float = 1.0, flush: bool = True, clock: str | None = None, kernel: int = 3) -> float:
-    """Seconds one node of `kind` takes: (chain of n - chain of 1) / (n - 1), medians of
-    interleaved runs after warm-up, each run starting with cold caches (`flush`)."""
+    """Seconds one node of `kind` takes (see `time_models`)."""
+    rng = rng or np.random.default_rng(0)
+    n = chain_length(kind, channels, size, kernel)
+    return time_models(lambda m: build_chain(kind, channels, size, m, rng, kernel), n=n, threads=threads,
+                       repeats=repeats, rng=rng, budget_s=budget_s, flush=flush, clock=clock)
+
+
+def time_models(build: Callable[[int], onnx.ModelProto], *, n: int = 12, threads: int = 1, repeats: int = 9,
+                rng=None, budget_s: float = 1.0, flush: bool = True, clock: str | None = None) -> float:
+    """Seconds of one link of the chain `build(k)` (k links): (chain of n - chain of 1) / (n - 1),
+    medians of interleaved runs after warm-up, each run starting with cold caches (`flush`)."""
     rng = rng or np.random.default_rng(0)
     cold = flush_caches if flush else (lambda: None)
     now = clock_fn(clock or default_clock(threads))
-    n = chain_length(kind, channels, size, kernel)
-    one = build_chain(kind, channels, size, 1, rng, kernel)
-    many = build_chain(kind, channels, size, n, rng, kernel)
+    one, many = build(1), build(n)
     s1, sn = _session(one, threads), _session(many, threads)
     f1, fn = _feeds(one, rng), _feeds(many, rng)
     for _ in range(2):
@@ -299,7 +444,8 @@ def calibrate(name: str, *, threads: int = 1, grid: str = "default", kinds=None,
             plan += [Point(kind, c, r, True) for c in spec["gemm_channels"] for r in spec["gemm_rows"]]
             continue
         split = fast > 1 and kind in ("conv", "conv1x1", "depthwise", "pool")
-        for aligned in ((True, False) if split else (True,)):
+        aligned_runs = (False,) if kind in IO_KINDS else (True,)  # aligned dense convs: the io grid
+        for aligned in dict.fromkeys(aligned_runs + ((False,) if split else ())):
             for c in spec["channels"]:
                 cc = c if aligned else _unaligned(c, fast)
                 plan += [Point(kind, cc, s, aligned) for s in spec["sizes"]]
@@ -313,13 +459,25 @@ def calibrate(name: str, *, threads: int = 1, grid: str = "default", kinds=None,
             continue
         seconds = time_node(p.kind, p.channels, p.size, rng=rng, **opts)
         results.setdefault((p.kind, p.aligned), {})[(p.channels, p.size)] = seconds
+    io_points: dict[str, dict] = {}
+    for kind in (k for k in kinds if k in IO_KINDS):
+        for size in spec["sizes"]:
+            if progress:
+                progress(total, total, f"{kind}: all in x out channel pairs at size {size}")
+            io_points.setdefault(kind, {}).update(measure_io_grid(
+                kind, spec["channels"], size, cap[kind], threads=threads, runs=spec["repeats"], flush=flush, rng=rng))
+        # the square points also serve the kernel-size exponent
+        results[(kind, True)] = {(i, s): t for (i, o, s), t in io_points[kind].items() if i == o}
     if progress:
         progress(total, total, "kernel-size exponents")
     exponents = {k: kernel_exponent(k, results.get((k, True), {}), spec["exponent_points"], rng, **opts)
                  for k in ("conv", "depthwise") if k in kinds}
     tables = {}
     for kind in kinds:
-        main = _table(kind, results.get((kind, True), {}))
+        if kind in io_points:
+            main = _io_table(kind, io_points[kind], spec["channels"], spec["sizes"])
+        else:
+            main = _table(kind, results.get((kind, True), {}))
         if main is None:
             continue
         un = _table(kind, results.get((kind, False), {}), main.sizes)
@@ -329,6 +487,9 @@ def calibrate(name: str, *, threads: int = 1, grid: str = "default", kinds=None,
             if un is not None:
                 un.kernel, un.kernel_exponent = 9.0, exponents[kind]
         tables[kind] = main
+    factors = measure_op_factors(threads=threads, repeats=spec["repeats"], flush=flush, clock=clock, rng=rng,
+                                 points=spec["factor_points"],
+                                 progress=(lambda msg: progress(total, total, msg)) if progress else None)
     peak = max((2 * w / s for t in tables.values() if TABLE_KINDS[t.kind] == "macs"
                 for w, s in zip(t.work.ravel(), t.seconds.ravel())), default=1.0)
     bandwidth = max((w / s for t in tables.values() if TABLE_KINDS[t.kind] == "bytes"
@@ -344,6 +505,7 @@ def calibrate(name: str, *, threads: int = 1, grid: str = "default", kinds=None,
                 f"fast_multiple {fast}: the smallest step of channel counts that stays on the fast kernels "
                 f"(per-unit time of 64-q channels / 64 channels by step q: {alignment})"),
         tables=tables,
+        op_factors=factors,
         measured={"cpu": cpu_name(), "machine": platform.machine(), "cores": os.cpu_count(),
                   "onnxruntime": ort.__version__, "threads": threads, "grid": grid,
                   "date": datetime.date.today().isoformat(), "seconds": round(time.perf_counter() - t0, 1),
@@ -387,36 +549,64 @@ def kernel_exponent(kind: str, points: dict, n_points: int, rng, **opts) -> floa
     return round(float(np.clip(np.median(betas), 0.0, 2.0)), 3) if betas else 1.0
 
 
+def _fill_row(measured: dict[int, float], sizes, work) -> list[float] | None:
+    """Seconds at every size of one grid row from its measured sizes (`work(size)`: the node's work).
+    Above the largest measured size (the work cap) time is affine in size (a fixed part, e.g.
+    loading the weights, plus a part per pixel/row), extrapolated from the two largest; below the
+    smallest, the nearest measured time per unit of work."""
+    if not measured:
+        return None
+    known = sorted(measured)
+    row = []
+    for s in sizes:
+        if s in measured:
+            row.append(measured[s])
+            continue
+        ns = min(known, key=lambda m: abs(np.log(m) - np.log(s)))
+        per_unit = measured[ns] / work(ns) * work(s)
+        if s > known[-1] and len(known) >= 2:
+            s1, s2 = known[-2:]
+            slope = (measured[s2] - measured[s1]) / (s2 - s1)
+            row.append(measured[s2] + slope * (s - s2) if slope > 0 else per_unit)
+        else:
+            row.append(per_unit)
+    return row
+
+
 def _table(kind: str, points: dict[tuple[int, int], float], sizes=None) -> Table | None:
     """A table from measured points; grid cells that were not run are filled from their row."""
     if not points:
         return None
     channels = sorted({c for c, _ in points})
     sizes = sorted({s for _, s in points}) if sizes is None else [int(s) for s in sizes]
-    seconds = np.zeros((len(channels), len(sizes)))
-    work = np.zeros_like(seconds)
-    for a, c in enumerate(channels):
-        measured = [(b, s) for b, s in enumerate(sizes) if (c, s) in points]
-        if not measured:
+    seconds, work = [], []
+    for c in channels:
+        row = _fill_row({s: t for (cc, s), t in points.items() if cc == c}, sizes, lambda s: work_of(kind, c, s))
+        if row is None:
             return None
-        for b, s in enumerate(sizes):
-            w = work_of(kind, c, s)
-            work[a, b] = w
-            if (c, s) in points:
-                seconds[a, b] = points[(c, s)]
-                continue
-            nb, ns = min(measured, key=lambda m: abs(m[0] - b))
-            per_unit = points[(c, ns)] / work_of(kind, c, ns) * w
-            if s > ns and len(measured) >= 2:
-                # Above the cap: time is affine in size (a fixed part, e.g. loading the weights, plus a
-                # part per pixel/row); extrapolate from the two largest measured sizes.
-                (_, s1), (_, s2) = measured[-2:]
-                t1, t2 = points[(c, s1)], points[(c, s2)]
-                slope = (t2 - t1) / (s2 - s1)
-                seconds[a, b] = t2 + slope * (s - s2) if slope > 0 else per_unit
-            else:  # below the smallest measured size: nearest measured time per unit
-                seconds[a, b] = per_unit
-    return Table(kind, np.asarray(channels, np.float64), np.asarray(sizes, np.float64), seconds, work)
+        seconds.append(row)
+        work.append([work_of(kind, c, s) for s in sizes])
+    return Table(kind, np.asarray(channels, np.float64), np.asarray(sizes, np.float64), np.asarray(seconds),
+                 np.asarray(work))
+
+
+def _io_table(kind: str, points: dict[tuple[int, int, int], float], channels, sizes) -> Table | None:
+    """A table over (in channels, out channels, size) from `measure_io_grid` points."""
+    if not points:
+        return None
+    channels, sizes = [int(c) for c in channels], [int(s) for s in sizes]
+    seconds = np.zeros((len(channels), len(channels), len(sizes)))
+    work = np.zeros_like(seconds)
+    for a, ci in enumerate(channels):
+        for b, co in enumerate(channels):
+            row = _fill_row({s: t for (i, o, s), t in points.items() if (i, o) == (ci, co)}, sizes,
+                            lambda s: io_work(kind, ci, co, s))
+            if row is None:
+                return None
+            seconds[a, b] = row
+            work[a, b] = [io_work(kind, ci, co, s) for s in sizes]
+    c = np.asarray(channels, np.float64)
+    return Table(kind, c, np.asarray(sizes, np.float64), seconds, work, out_channels=c.copy())
 
 
 __all__ = ["calibrate", "time_node", "build_chain", "work_of", "detect_channel_multiple", "GRIDS", "SCHEMA"]

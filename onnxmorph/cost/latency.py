@@ -159,21 +159,30 @@ def nchwc(ctx, node) -> bool:
 
 
 def _declare_reorders(ctx, node) -> None:
-    """ReorderOutput for NCHWc inputs of a node that cannot use them, ReorderInput for its outputs
-    that feed convolutions; once per tensor. Priced only by measured profiles (kind `reorder`)."""
-    if nchwc(ctx, node):
-        return
+    """Declare a possible layout copy (kind `reorder`) for each rank-4 activation `node` reads or
+    writes, once per tensor. Whether it is paid comes from the runtime's plan when one is made
+    (`runtime_plan`), else from the rule here: a ReorderOutput for an NCHWc input of a node that
+    cannot use it, a ReorderInput for an output of such a node that feeds a convolution. Only
+    measured profiles (of ONNX Runtime's CPU provider) price reorders."""
     done = _memo(ctx, "reordered")
-    candidates = [t for t in _activations(node) if (p := _producer(t)) is not None and nchwc(ctx, p)]
-    candidates += [t for t in node.outputs if t.name and any(c.op == "Conv" for c in t.outputs)]
-    for t in candidates:
-        if t.name in done or not _rank4(ctx, t):
+    inside = nchwc(ctx, node)
+    inputs = [t for t in _activations(node) if _producer(t) is not None]
+    outputs = [t for t in node.outputs if t.name]
+    for t in inputs + outputs:
+        if t in inputs:
+            rule = not inside and nchwc(ctx, _producer(t))
+        else:
+            rule = not inside and any(c.op == "Conv" for c in t.outputs)
+        if t.name in done:  # any reader or writer may be the one that needs the copy
+            done[t.name]["rule"] |= bool(rule)
             continue
-        done[t.name] = True
+        if not _rank4(ctx, t):
+            continue
         numel = int(np.prod(ctx.shape(t)))
         tmap = ctx.map(t)
-        extra = {"kind": "reorder", "fused": False,
+        extra = {"kind": "reorder", "fused": False, "tensor": t.name, "rule": bool(rule),
                  "size": float(numel / tmap.ids.size) if tmap is not None and tmap.ids.size else float(numel)}
+        done[t.name] = extra
         if tmap is None or tmap.ids.size == 0:
             ctx.cost(node, None, None, 0, 0, bytes=Bilinear(d=2 * F32 * numel), extra=extra)
         else:
@@ -184,15 +193,14 @@ def _declare_reorders(ctx, node) -> None:
 def declare_memory_cost(ctx, node, kind: str | None = None) -> None:
     """Declare the memory traffic of `node` (element-wise, pooling, normalization, copies): one
     bytes-only cost per activation it reads or writes, each scaling with the alive channel
-    positions of that tensor (a constant for tensors without a channel map). Views cost nothing
-    (but may need a layout reorder, see `_declare_reorders`)."""
+    positions of that tensor (a constant for tensors without a channel map). Views are declared
+    too but priced only when the runtime's plan shows they copy; any node may need a layout
+    reorder (`_declare_reorders`)."""
     kind = kind or op_kind(node)
     try:
         _declare_reorders(ctx, node)
     except (ValueError, TypeError):
         pass
-    if kind == "view":
-        return
     tensors = _activations(node) + [t for t in node.outputs if t.name]
     try:
         numels = [int(np.prod(ctx.shape(t))) for t in tensors]
@@ -232,6 +240,7 @@ _TABLE_OF = {
     "pool": ("pool", "o", "o"),
     "reorder": ("unary", "o", None),  # a layout copy, priced like a unary op per byte
     "other": ("unary", "o", None),  # copies and shuffles (Concat, Split, Transpose, ...): per byte
+    "view": ("unary", "o", None),  # Reshape/Flatten/... when the runtime runs them as a copy
     "grouped": ("conv", "group", None),  # g small convs: the dense table at the per-group channels
 }
 
@@ -244,11 +253,38 @@ def _bilinear(c: np.ndarray, i, o) -> np.ndarray:
     return c[:, 0] * i * o + c[:, 1] * i + c[:, 2] * o + c[:, 3]
 
 
+MEMORY_KINDS = frozenset({"unary", "binary", "bn", "pool", "other", "view"})
+
+
+def _charge(cost, profile: HardwareProfile, plan) -> float:
+    """How many times the runtime pays a declared cost: per the runtime's plan when there is one,
+    else per the built-in fusion rules. NCHWc reorders are ONNX Runtime CPU specifics: only
+    measured profiles (with tables) pay them."""
+    kind = str(cost.extra.get("kind", "other"))
+    factors = profile.op_factors
+    if kind == "reorder":
+        if not profile.tables:
+            return 0.0
+        paid = cost.extra.get("tensor") in plan.reordered if plan is not None else cost.extra.get("rule", True)
+        return float(paid) * factors.get("Reorder", 1.0)
+    if kind not in MEMORY_KINDS:
+        return 1.0
+    factor = factors.get(plan.op_type.get(cost.node, cost.op) if plan is not None else cost.op, 1.0)
+    if kind == "view":  # a reshape is free unless the runtime runs it as a copy of its own
+        return float(plan.passes(cost.node)) * factor if plan is not None else 0.0
+    if not profile.fusion:
+        return factor
+    if plan is not None:
+        return float(plan.passes(cost.node) or (cost.node in plan.activation_pass)) * factor
+    return 0.0 if cost.extra.get("fused", False) else factor
+
+
 class LatencyModel:
     """Seconds per node at alive channel positions (i, o), for one profile."""
 
-    def __init__(self, nodes, coef: dict[str, np.ndarray], profile: HardwareProfile):
+    def __init__(self, nodes, coef: dict[str, np.ndarray], profile: HardwareProfile, plan=None):
         self.profile = profile
+        self.plan = plan
         self.macs = coef["macs"]
         self.bytes = coef["bytes"]
         n = len(nodes)
@@ -256,10 +292,8 @@ class LatencyModel:
         self.size = np.array([float(c.extra.get("size", 1.0)) for c in nodes], dtype=np.float64)
         self.kernel = np.array([float(c.extra.get("kernel", 1.0)) for c in nodes], dtype=np.float64)
         self.groups = np.array([float(c.extra.get("groups", 1.0)) for c in nodes], dtype=np.float64)
-        self.fused = np.array([bool(profile.fusion and c.extra.get("fused", False)) for c in nodes], dtype=bool)
-        # NCHWc reorders are ONNX Runtime CPU specifics: only measured profiles (with tables) pay them.
-        if not profile.tables:
-            self.fused |= np.array([k == "reorder" for k in self.kinds], dtype=bool)
+        # how many times each declared cost is paid: 0 when folded into another kernel
+        self.charge = np.array([_charge(c, profile, plan) for c in nodes], dtype=np.float64)
         self.tables = []
         self.node_table = np.full(n, -1, dtype=np.int64)
         self.feature_io = np.zeros(n, dtype=bool)
@@ -331,19 +365,20 @@ class LatencyModel:
                 # (ONNX Runtime's NCHWc grouped kernel); others as `g` small convs
                 m = self.profile.channel_multiple
                 whole = (np.mod(ci / g, m) == 0) & (np.mod(co / g, m) == 0)
-                ch = np.where(io, np.sqrt(np.maximum(ci * co, 0.0)) / np.where(whole, 1.0, g), co)
+                per_group = np.where(whole, 1.0, g)
+                ch_in = np.where(io, ci / per_group, co)
+                ch_out = np.where(io, co / per_group, co)
                 size = self.size[idx[sel]]
-                per_unit = table.per_unit(ch, size)
+                per_unit = table.per_unit(ch_in, size, ch_out)
                 if bad.any():
-                    per_unit[bad] = table.unaligned.per_unit(ch[bad], size[bad])
+                    per_unit[bad] = table.unaligned.per_unit(ch_in[bad], size[bad], ch_out[bad])
                 scale = np.where(io, _ratio(ci, i[sel]) * _ratio(co, o[sel]), _ratio(co, o[sel]))
                 # A sliver of the unpadded work keeps every removed channel worth something, so the
                 # greedy decision can walk through the plateaus between multiples (< 0.5 % of a node).
                 scale = (1.0 - PAD_SLOPE) * scale + PAD_SLOPE
                 work = np.where(self.work_is_macs[idx[sel]], macs[sel], nbytes[sel]) * scale
                 t[sel] = per_unit * work * table.kernel_factor(self.kernel[idx[sel]])
-        t[self.fused[idx]] = 0.0
-        return t
+        return t * self.charge[idx]
 
     def gradients(self, i, o) -> tuple[np.ndarray, np.ndarray]:
         """Linearised seconds saved per input / output channel position removed, per node.
@@ -365,14 +400,13 @@ class LatencyModel:
                       scale * (b[:, 0] * o + b[:, 1]) / p.bandwidth)
         do = np.where(compute_bound, 2.0 * (m[:, 0] * i + m[:, 2]) / p.peak_flops,
                       scale * (b[:, 0] * i + b[:, 2]) / p.bandwidth)
+        di, do = di * self.charge, do * self.charge
         tab = self.node_table >= 0
         if tab.any():
             idx = np.flatnonzero(tab)
             base = self.per_node(i[idx], o[idx], idx, force_aligned=True)
             di[idx] = base - self.per_node(np.maximum(i[idx] - 1, 0), o[idx], idx, force_aligned=True)
             do[idx] = base - self.per_node(i[idx], np.maximum(o[idx] - 1, 0), idx, force_aligned=True)
-        di[self.fused] = 0.0
-        do[self.fused] = 0.0
         return np.maximum(di, 0.0), np.maximum(do, 0.0)
 
     def breakdown(self, i, o) -> dict[str, float]:

@@ -15,6 +15,7 @@ A profile is one JSON object (the built-in ones live in `onnxmorph/profiles/*.js
                                          # padded up to channel_multiple; others use `unaligned` tables
       "fusion": true,                    # BN/activations/residual adds folded into the conv before them
       "source": "...",                   # where the numbers come from
+      "op_factors": {"Relu": 0.6, ...},  # optional: element-wise op types against their table's op
       "tables": {                        # optional: measured latency tables (see `Table`)
         "conv": {"channels": [...], "sizes": [...], "seconds": [[...]], "work": [[...]],
                  "unaligned": {"channels": [...], "seconds": [[...]], "work": [[...]]}}
@@ -56,7 +57,8 @@ class Table:
     """Latency of one op kind measured on a grid of channel counts × sizes.
 
     `sizes` are output pixels per channel (H·W) for conv-like kinds, rows for gemm. `seconds[c][s]`
-    is the median time of one node, `work[c][s]` its MACs or bytes. Prediction interpolates the
+    is the median time of one node, `work[c][s]` its MACs or bytes (`[i][o][s]` with
+    `out_channels`). Prediction interpolates the
     time per unit of work bilinearly in (log channels, log size), clamped at the grid's edges, and
     multiplies by the node's work. Channel counts that are multiples of the profile's
     `channel_multiple` read the table directly; multiples of its `fast_multiple` are read as if
@@ -74,29 +76,44 @@ class Table:
     unaligned: "Table | None" = None
     kernel: float = 1.0  # kernel area (k·k) of the benchmarked nodes (conv-like kinds)
     kernel_exponent: float = 1.0  # time ∝ (kernel area)^exponent at equal channels and size
+    # With `out_channels`, `channels` are input channels and the grids are [in][out][size]: a
+    # 16->96 conv and a 96->16 conv run at other speeds than a 39->39 one with the same MACs.
+    out_channels: np.ndarray | None = None
 
     def __post_init__(self):
         self._lc = np.log(self.channels)
         self._ls = np.log(self.sizes)
+        self._lo = None if self.out_channels is None else np.log(self.out_channels)
         self._lv = np.log(self.seconds / self.work)
 
-    def per_unit(self, channels, sizes) -> np.ndarray:
-        """Seconds per unit of work at (channels, sizes), interpolated in log-log space."""
+    def per_unit(self, channels, sizes, out_channels=None) -> np.ndarray:
+        """Seconds per unit of work at (channels, sizes), interpolated in log-log space; tables with
+        an output-channel axis read (channels = inputs, out_channels), others sqrt(in·out)."""
+        if self._lo is not None and out_channels is None:
+            out_channels = channels
+        if self._lo is None and out_channels is not None:
+            channels = np.sqrt(np.maximum(np.asarray(channels, dtype=np.float64) * out_channels, 0.0))
         c = np.log(np.maximum(np.asarray(channels, dtype=np.float64), 1e-9))
         s = np.log(np.maximum(np.asarray(sizes, dtype=np.float64), 1e-9))
-        ic, tc = _locate(self._lc, c)
-        js, ts = _locate(self._ls, s)
-        v = self._lv
-        ic1 = np.minimum(ic + 1, len(self._lc) - 1)
-        js1 = np.minimum(js + 1, len(self._ls) - 1)
-        out = ((1 - tc) * (1 - ts) * v[ic, js] + tc * (1 - ts) * v[ic1, js]
-               + (1 - tc) * ts * v[ic, js1] + tc * ts * v[ic1, js1])
+        axes = [_locate(self._lc, c)]
+        if self._lo is not None:
+            axes.append(_locate(self._lo, np.log(np.maximum(np.asarray(out_channels, dtype=np.float64), 1e-9))))
+        axes.append(_locate(self._ls, s))
+        out = 0.0
+        for corner in np.ndindex(*(2,) * len(axes)):  # multilinear: 4 or 8 corners
+            weight, index = 1.0, []
+            for (i, t), bit, grid in zip(axes, corner, self._lv.shape):
+                weight = weight * (t if bit else 1 - t)
+                index.append(np.minimum(i + bit, grid - 1))
+            out = out + weight * self._lv[tuple(index)]
         return np.exp(out)
 
     def to_json(self) -> dict:
         d = {"channels": _ints(self.channels), "sizes": _ints(self.sizes),
-             "seconds": [[float(f"{v:.5g}") for v in row] for row in self.seconds.tolist()],
-             "work": [_ints(row) for row in self.work]}
+             "seconds": _nested(self.seconds, lambda v: float(f"{v:.5g}")),
+             "work": _nested(self.work, lambda v: int(v) if float(v).is_integer() else float(v))}
+        if self.out_channels is not None:
+            d["out_channels"] = _ints(self.out_channels)
         if self.kernel != 1.0 or self.kernel_exponent != 1.0:
             d["kernel"], d["kernel_exponent"] = self.kernel, self.kernel_exponent
         if self.unaligned is not None:
@@ -109,6 +126,10 @@ class Table:
         if self.kernel_exponent == 1.0:
             return np.ones(np.shape(kernel))
         return (np.asarray(kernel, dtype=np.float64) / self.kernel) ** (self.kernel_exponent - 1.0)
+
+
+def _nested(a: np.ndarray, fmt) -> list:
+    return [_nested(x, fmt) for x in a] if a.ndim > 1 else [fmt(v) for v in a.tolist()]
 
 
 def _ints(values) -> list:
@@ -138,6 +159,8 @@ class HardwareProfile:
     source: str = ""
     tables: dict[str, Table] = field(default_factory=dict)
     measured: dict = field(default_factory=dict)
+    # runtime op type -> time relative to the op its table was measured with (see op_factors.py)
+    op_factors: dict[str, float] = field(default_factory=dict)
     path: str | None = None
 
     @property
@@ -166,6 +189,8 @@ class HardwareProfile:
             d["measured"] = self.measured
         if self.tables:
             d["tables"] = {k: t.to_json() for k, t in self.tables.items()}
+        if self.op_factors:
+            d["op_factors"] = dict(self.op_factors)
         return d
 
 
@@ -266,9 +291,10 @@ def _table(kind: str, raw, where: str, sizes=None) -> Table:
     channels = _grid(raw, "channels", where)
     if sizes is None:
         sizes = _grid(raw, "sizes", where)
-    shape = (len(channels), len(sizes))
-    seconds = _array(raw, "seconds", where, 2, shape)
-    work = _array(raw, "work", where, 2, shape)
+    out_channels = _grid(raw, "out_channels", where) if raw.get("out_channels") is not None else None
+    shape = (len(channels),) + (() if out_channels is None else (len(out_channels),)) + (len(sizes),)
+    seconds = _array(raw, "seconds", where, len(shape), shape)
+    work = _array(raw, "work", where, len(shape), shape)
     kernel = _number(raw, "kernel", where, default=1.0)
     exponent = _number(raw, "kernel_exponent", where, default=1.0, positive=False)
     if not 0.0 <= exponent <= 2.0:
@@ -277,7 +303,17 @@ def _table(kind: str, raw, where: str, sizes=None) -> Table:
     if raw.get("unaligned") is not None:
         unaligned = _table(kind, dict(raw["unaligned"], kernel=kernel, kernel_exponent=exponent),
                            f"{where}.unaligned", sizes)
-    return Table(kind, channels, sizes, seconds, work, unaligned, kernel, exponent)
+    return Table(kind, channels, sizes, seconds, work, unaligned, kernel, exponent, out_channels)
+
+
+def _op_factors(raw, where: str) -> dict[str, float]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+            for v in raw.values()):
+        raise ProfileError(f"{where}: 'op_factors' must map op types to positive numbers")
+    return {str(k): float(v) for k, v in raw.items()}
 
 
 def profile_from_dict(data, where: str = "profile") -> HardwareProfile:
@@ -321,4 +357,5 @@ def profile_from_dict(data, where: str = "profile") -> HardwareProfile:
         name=name.strip(), peak_gflops=peak, memory_gbps=bandwidth, dtype_bytes=int(dtype_bytes),
         channel_multiple=multiple, fast_multiple=fast, fusion=fusion, kind=kind, description=data.get("description", ""),
         source=data.get("source", ""), tables=tables, measured=data.get("measured") or {},
+        op_factors=_op_factors(data.get("op_factors"), where),
     )

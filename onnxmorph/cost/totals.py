@@ -23,6 +23,30 @@ def parse_target(target: str) -> tuple[str, float]:
     return TARGET_ALIASES[m.group(1)], fraction
 
 
+def runtime_plan(analysis, profile):
+    """ONNX Runtime's plan for the analyzed model, when `profile` was measured with ONNX Runtime
+    on this kind of machine (the plan then describes the runtime the profile measured); made once
+    per model."""
+    import platform
+
+    from .runtime_plan import ort_plan
+
+    measured = profile.measured or {}
+    if profile.kind != "measured" or not profile.tables or measured.get("machine", platform.machine()) \
+            != platform.machine():
+        return None
+    model = analysis.loaded.model
+    cached = getattr(analysis.loaded, "_ort_plan", None)
+    if cached is not None and cached[0] is model:
+        return cached[1]
+    plan = ort_plan(model)
+    try:
+        object.__setattr__(analysis.loaded, "_ort_plan", (model, plan))
+    except (AttributeError, TypeError):
+        pass
+    return plan
+
+
 class CostModel:
     """Per-node bilinear costs evaluated at the alive channel positions of a keep-mask.
 
@@ -71,7 +95,8 @@ class CostModel:
             from .profile import load_profile
 
             self.profile = load_profile(profile)
-            self.latency = LatencyModel(self.nodes, self.coef, self.profile)
+            plan = runtime_plan(analysis, self.profile)
+            self.latency = LatencyModel(self.nodes, self.coef, self.profile, plan)
 
     @property
     def metrics(self) -> tuple[str, ...]:
