@@ -289,15 +289,36 @@ def _round(frac: float, predicted: float | None, m: dict) -> dict:
             "measured_ratio": round(m["ratio"], 6), "original_ms": m["original_ms"], "pruned_ms": m["pruned_ms"]}
 
 
+MEASURE_MARGIN = 0.02  # aim this far below F: a ratio measured right at F is a coin toss next time
+
+
+def next_fraction(history: list[tuple[float, float]], fraction: float) -> float:
+    """The predicted fraction to select next, from the (predicted, measured) ratios so far.
+
+    First step: assume the measurement stays off the prediction by the same factor. Later steps:
+    the secant through the last two rounds, because the measured ratio usually moves less than the
+    predicted one (fixed costs that pruning does not touch) and proportional steps then creep up on
+    the target; never a step more than twice the proportional one."""
+    aim = fraction * (1.0 - MEASURE_MARGIN)
+    p, m = history[-1]
+    step = p * aim / m
+    if len(history) >= 2:
+        p0, m0 = history[-2]
+        if p0 - p > 1e-9 and m0 - m > 1e-9:
+            secant = p + (aim - m) * (p0 - p) / (m0 - m)
+            step = max(min(step, secant), p - 2 * (p - step))
+    return step
+
+
 def retarget_measured(decide, selection, relaxed, analysis, original, fraction, rounds, threads, say):
     """Measure the selection's pruned model against `original`; while the measured latency ratio is
     above `fraction`, select again for a tighter fraction and measure again (`rounds` in all).
 
-    The next fraction is predicted * fraction / measured: it assumes the prediction stays off by the
-    same factor, and being below the current prediction it always removes more. Returns the chosen
+    The next fraction comes from `next_fraction` (aiming MEASURE_MARGIN below the target); being
+    below the current prediction it always removes more. Returns the chosen
     (selection, relaxed) — the lowest measured ratio <= fraction, else the lowest measured — and the
     report's "measured" block with the notes to add under "notes"."""
-    tried, notes = [], []
+    tried, notes, history = [], [], []
     frac = fraction
     for r in range(rounds):
         if r > 0:
@@ -316,7 +337,8 @@ def retarget_measured(decide, selection, relaxed, analysis, original, fraction, 
         if done:
             say(line)
             break
-        frac = predicted * fraction / m["ratio"]
+        history.append((predicted, m["ratio"]))
+        frac = next_fraction(history, fraction)
         say(f"{line} -> retarget {frac:.3f}")
     ratios = [t[2]["measured_ratio"] for t in tried]
     met = [k for k, v in enumerate(ratios) if v <= fraction]

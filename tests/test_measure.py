@@ -165,3 +165,19 @@ def test_cli_measure(tmp_path, demo_model):
     proc = subprocess.run(cli[:7] + ["--measure-rounds", "2"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2 and "--measure-rounds needs --measure" in proc.stderr
+
+
+def test_next_fraction_uses_the_secant_when_measurements_lag():
+    from onnxmorph.api import MEASURE_MARGIN, next_fraction
+
+    def measured(p):  # pruning only part of the time away: measured moves at 0.55x the prediction
+        return 0.25 + 0.55 * p
+
+    aim = 0.5 * (1 - MEASURE_MARGIN)
+    history = [(0.5, measured(0.5))]
+    p1 = next_fraction(history, 0.5)
+    assert p1 == pytest.approx(0.5 * aim / measured(0.5))  # first step: proportional
+    history.append((p1, measured(p1)))
+    p2 = next_fraction(history, 0.5)
+    assert measured(p2) == pytest.approx(aim, rel=1e-6)  # the secant lands on the aim for a linear response
+    assert p2 < history[-1][0] * aim / history[-1][1]  # further than another proportional step

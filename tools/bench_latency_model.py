@@ -31,10 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import onnxmorph  # noqa: E402
 from onnxmorph.analysis import analyze  # noqa: E402
 from onnxmorph.cost import CostModel  # noqa: E402
-from onnxmorph.cost.calibrate import flush_caches  # noqa: E402
+from onnxmorph.cost.calibrate import flush_caches, reference_model  # noqa: E402
 from onnxmorph.cost.profile import load_profile  # noqa: E402
 from onnxmorph.graph import load_model  # noqa: E402
 from onnxmorph.runtime import make_session  # noqa: E402
+
+
+REFERENCE = reference_model()
 
 
 def session(model_bytes: bytes, threads: int):
@@ -52,7 +55,9 @@ def measure(model_bytes: bytes, shapes: dict, args) -> dict:
         feeds[i.name] = rng.standard_normal(shape).astype(dtype)
     for _ in range(args.warmup):
         sess.run(None, feeds)
-    cpu, wall = [], []
+    cpu, wall, ref = [], [], []
+    ref_sess = session(REFERENCE.SerializeToString(), args.threads) if args.reference else None
+    ref_feeds = {"x": rng.standard_normal([1, 64, 32, 32]).astype(np.float32)}
     start = time.perf_counter()
     while len(cpu) < args.runs and (len(cpu) < args.min_runs or time.perf_counter() - start < args.max_seconds):
         if args.flush:
@@ -61,8 +66,15 @@ def measure(model_bytes: bytes, shapes: dict, args) -> dict:
         sess.run(None, feeds)
         cpu.append(time.thread_time() - c0)
         wall.append(time.perf_counter() - w0)
+        if ref_sess is not None:  # interleaved: the machine's speed at the moment of this model's runs
+            if args.flush:
+                flush_caches()
+            c0 = time.thread_time()
+            ref_sess.run(None, ref_feeds)
+            ref.append(time.thread_time() - c0)
     return {"cpu_ms": 1e3 * float(np.median(cpu)), "wall_ms": 1e3 * float(np.median(wall)),
-            "min_ms": 1e3 * float(np.min(wall)), "runs": len(cpu)}
+            "min_ms": 1e3 * float(np.min(wall)), "runs": len(cpu),
+            "reference_ms": 1e3 * float(np.median(ref)) if ref else None}
 
 
 def measured_ms(m: dict, args) -> float:
@@ -94,6 +106,11 @@ def bench_model(name: str, path: Path, profile, args) -> dict:
     row["measured"] = m
     row["measured_ms"] = measured_ms(m, args)
     row["error"] = err(row["predicted_ms"], row["measured_ms"])
+    cal = profile.measured.get("reference_ms")
+    if m.get("reference_ms") and cal:
+        # the machine's speed now against calibration time: prediction scaled to the current speed
+        row["speed"] = m["reference_ms"] / cal
+        row["error_at_speed"] = err(row["predicted_ms"] * row["speed"], row["measured_ms"])
     targets = [] if args.no_prune else [(args.prune_target, None)]
     if name in args.compare:
         targets += [(t, None) for t in ("flops=0.5", "latency=0.5") if t != args.prune_target]
@@ -144,6 +161,9 @@ def main() -> int:
     ap.add_argument("--no-flush", dest="flush", action="store_false",
                     help="keep caches warm between runs (default: flush before each run, as calibration does, so "
                          "a model's weights are as cold as a neighbour's cache pressure could make them)")
+    ap.add_argument("--no-reference", dest="reference", action="store_false",
+                    help="do not interleave the profile's reference workload (which reports the machine's speed "
+                         "against calibration time and the error of the prediction scaled to it)")
     ap.add_argument("--json", type=Path, help="write all rows here")
     args = ap.parse_args()
     args.clock = args.clock or ("cpu" if args.threads == 1 else "wall")
@@ -169,6 +189,8 @@ def main() -> int:
             continue
         line = (f"{name:22s} pred {row['predicted_ms']:8.3f} ms  meas {row['measured_ms']:8.3f} ms  "
                 f"err {100 * row['error']:+6.1f} %")
+        if "speed" in row:
+            line += f" (reference x{row['speed']:.2f}: err {100 * row['error_at_speed']:+6.1f} %)"
         pr = row.get(f"pruned[{args.prune_target}]")
         if pr and "error" in pr and isinstance(pr["error"], float):
             line += (f" | pruned pred {pr['predicted_ms']:8.3f} meas {pr['measured_ms']:8.3f} "
@@ -185,6 +207,15 @@ def main() -> int:
         "within_10pct_original": float(np.mean([abs(e) <= 0.10 for e in errs])) if errs else None,
         "within_10pct_pruned": float(np.mean([abs(e) <= 0.10 for e in perr])) if perr else None,
         "within_10pct_all": float(np.mean([abs(e) <= 0.10 for e in errs + perr])) if errs + perr else None,
+        "within_10pct_original_at_reference_speed": float(np.mean([abs(r["error_at_speed"]) <= 0.10 for r in ok
+                                                                   if "error_at_speed" in r]))
+        if any("error_at_speed" in r for r in ok) else None,
+        "median_abs_error_at_reference_speed": float(np.median([abs(r["error_at_speed"]) for r in ok
+                                                                if "error_at_speed" in r]))
+        if any("error_at_speed" in r for r in ok) else None,
+        "reference_speed_range": [float(min(r["speed"] for r in ok if "speed" in r)),
+                                  float(max(r["speed"] for r in ok if "speed" in r))]
+        if any("speed" in r for r in ok) else None,
         "median_abs_error": float(np.median(np.abs(errs + perr))) if errs + perr else None,
         "median_abs_repeat_diff": float(np.median([abs(r["repeat_diff"]) for r in ok])) if ok else None,
         "within_10pct_original_vs_remeasured": float(np.mean([abs(r["predicted_ms"] - r["remeasured_ms"])

@@ -192,6 +192,19 @@ def measure_io_grid(kind: str, channels: list[int], size: int, cap: float, *, th
             for j, (a, b) in enumerate(zip(walk[:-1], walk[1:])) if j >= LEAD_IN and f"y{j}" in times}
 
 
+def reference_model() -> onnx.ModelProto:
+    """A fixed workload (eight 64->64 3x3 convs on 32x32, ~300 M MACs) timed with a calibration and
+    next to later measurements: the ratio of the two says how much faster or slower the machine runs
+    now than when it was calibrated (shared and throttled machines drift by tens of percent)."""
+    return conv_path([64] * 9, 32, 3, np.random.default_rng(12345))
+
+
+def reference_seconds(*, threads: int = 1, runs: int = 15, flush: bool = True, clock: str | None = None) -> float:
+    """Median seconds of one run of `reference_model()` under the calibration's protocol."""
+    return time_models(lambda n: reference_model(), n=2, threads=threads, repeats=runs, flush=flush,
+                       clock=clock, single=True)
+
+
 LEAD_IN = 4
 _OFFSET: dict[int, float] = {}
 
@@ -348,10 +361,25 @@ def time_node(kind: str, channels: int, size: int, threads: int = 1, repeats: in
 
 
 def time_models(build: Callable[[int], onnx.ModelProto], *, n: int = 12, threads: int = 1, repeats: int = 9,
-                rng=None, budget_s: float = 1.0, flush: bool = True, clock: str | None = None) -> float:
+                rng=None, budget_s: float = 1.0, flush: bool = True, clock: str | None = None,
+                single: bool = False) -> float:
     """Seconds of one link of the chain `build(k)` (k links): (chain of n - chain of 1) / (n - 1),
-    medians of interleaved runs after warm-up, each run starting with cold caches (`flush`)."""
+    medians of interleaved runs after warm-up, each run starting with cold caches (`flush`).
+    `single`: the median of `build(1)` itself (a whole model)."""
     rng = rng or np.random.default_rng(0)
+    if single:
+        cold = flush_caches if flush else (lambda: None)
+        now = clock_fn(clock or default_clock(threads))
+        model = build(1)
+        sess, feeds = _session(model, threads), _feeds(model, rng)
+        sess.run(None, feeds)
+        times = []
+        for _ in range(max(repeats, 3)):
+            cold()
+            a = now()
+            sess.run(None, feeds)
+            times.append(now() - a)
+        return float(np.median(times))
     cold = flush_caches if flush else (lambda: None)
     now = clock_fn(clock or default_clock(threads))
     one, many = build(1), build(n)
@@ -435,6 +463,9 @@ def calibrate(name: str, *, threads: int = 1, grid: str = "default", kinds=None,
     t0 = time.perf_counter()
     opts = dict(threads=threads, repeats=spec["repeats"], flush=flush, clock=clock)
     if progress:
+        progress(0, 1, "reference workload")
+    reference = [reference_seconds(threads=threads, flush=flush, clock=clock)]
+    if progress:
         progress(0, 1, "probing channel alignment")
     fast, alignment = probe_channel_multiple(rng=rng, sizes=spec["probe_sizes"], **opts)
     multiple = max(simd, fast)
@@ -490,6 +521,7 @@ def calibrate(name: str, *, threads: int = 1, grid: str = "default", kinds=None,
     factors = measure_op_factors(threads=threads, repeats=spec["repeats"], flush=flush, clock=clock, rng=rng,
                                  points=spec["factor_points"],
                                  progress=(lambda msg: progress(total, total, msg)) if progress else None)
+    reference.append(reference_seconds(threads=threads, flush=flush, clock=clock))
     peak = max((2 * w / s for t in tables.values() if TABLE_KINDS[t.kind] == "macs"
                 for w, s in zip(t.work.ravel(), t.seconds.ravel())), default=1.0)
     bandwidth = max((w / s for t in tables.values() if TABLE_KINDS[t.kind] == "bytes"
@@ -509,7 +541,10 @@ def calibrate(name: str, *, threads: int = 1, grid: str = "default", kinds=None,
         measured={"cpu": cpu_name(), "machine": platform.machine(), "cores": os.cpu_count(),
                   "onnxruntime": ort.__version__, "threads": threads, "grid": grid,
                   "date": datetime.date.today().isoformat(), "seconds": round(time.perf_counter() - t0, 1),
-                  "cold_caches": flush, "clock": clock, "alignment": alignment},
+                  "cold_caches": flush, "clock": clock, "alignment": alignment,
+                  # reference_model() before and after: how steady the machine was while calibrating
+                  "reference_ms": round(1e3 * float(np.mean(reference)), 4),
+                  "reference_ms_start_end": [round(1e3 * r, 4) for r in reference]},
     )
 
 

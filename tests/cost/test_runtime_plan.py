@@ -153,3 +153,12 @@ def test_kernel_times_names_nodes():
     times = kernel_times(model, runs=3, flush=False)
     assert {"y0", "y1"} <= set(times) and all(v > 0 for v in times.values())
     assert json.dumps(times)
+
+
+def test_reference_workload_is_fixed_and_timed():
+    from onnxmorph.cost.calibrate import reference_model, reference_seconds
+
+    a, b = reference_model(), reference_model()
+    assert a.SerializeToString() == b.SerializeToString()  # the same workload at calibration and later
+    t = reference_seconds(runs=3, flush=False)
+    assert 1e-4 < t < 5.0  # ~300 M MACs: milliseconds on any CPU this runs on
