@@ -14,6 +14,7 @@ import onnxmorph
 import onnxmorph.measure as measure_mod
 from onnxmorph.analysis import analyze
 from onnxmorph.cost import CostModel
+from onnxmorph.cost.calibrate import build_chain
 from onnxmorph.errors import ShapeError, UsageError
 from onnxmorph.graph import load_model
 from onnxmorph.measure import measure_latency, random_feeds
@@ -110,18 +111,7 @@ def test_measure_rounds_must_be_positive(demo_model):
 
 
 def matmul_chain(n: int, rows: int = 64, width: int = 256) -> onnx.ModelProto:
-    rng = np.random.default_rng(0)
-    nodes, inits, x = [], [], "x"
-    for k in range(n):
-        w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
-        inits.append(numpy_helper.from_array(w, f"w{k}"))
-        nodes.append(helper.make_node("MatMul", [x, f"w{k}"], [f"y{k}"]))
-        x = f"y{k}"
-    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, width])],
-                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [rows, width])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return build_chain("gemm", width, rows, n, np.random.default_rng(0))
 
 
 def test_measure_latency_on_real_models(demo_model):

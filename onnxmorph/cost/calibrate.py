@@ -201,8 +201,11 @@ def reference_model() -> onnx.ModelProto:
 
 def reference_seconds(*, threads: int = 1, runs: int = 15, flush: bool = True, clock: str | None = None) -> float:
     """Median seconds of one run of `reference_model()` under the calibration's protocol."""
-    return time_models(lambda n: reference_model(), n=2, threads=threads, repeats=runs, flush=flush,
-                       clock=clock, single=True)
+    model, rng = reference_model(), np.random.default_rng(0)
+    sess, feeds = _session(model, threads), _feeds(model, rng)
+    sess.run(None, feeds)
+    return median_run_seconds(sess, feeds, runs=max(runs, 3), cold=flush_caches if flush else None,
+                              now=clock_fn(clock or default_clock(threads)))
 
 
 LEAD_IN = 4
@@ -221,12 +224,7 @@ def profiler_offset(threads: int = 1, n: int = 33) -> float:
             sess, feeds = _session(model, threads), _feeds(model, rng)
             for _ in range(20):
                 sess.run(None, feeds)
-            runs = []
-            for _ in range(200):
-                a = now()
-                sess.run(None, feeds)
-                runs.append(now() - a)
-            plain.append(float(np.median(runs)))
+            plain.append(median_run_seconds(sess, feeds, runs=200, now=now))
         per_kernel = (plain[1] - plain[0]) / (n - 1)
         profiled = kernel_times(chains[1], threads=threads, runs=50, flush=False)
         _OFFSET[threads] = max(float(np.median(list(profiled.values()))) - per_kernel, 0.0)
@@ -360,26 +358,23 @@ def time_node(kind: str, channels: int, size: int, threads: int = 1, repeats: in
                        repeats=repeats, rng=rng, budget_s=budget_s, flush=flush, clock=clock)
 
 
-def time_models(build: Callable[[int], onnx.ModelProto], *, n: int = 12, threads: int = 1, repeats: int = 9,
-                rng=None, budget_s: float = 1.0, flush: bool = True, clock: str | None = None,
-                single: bool = False) -> float:
-    """Seconds of one link of the chain `build(k)` (k links): (chain of n - chain of 1) / (n - 1),
-    medians of interleaved runs after warm-up, each run starting with cold caches (`flush`).
-    `single`: the median of `build(1)` itself (a whole model)."""
-    rng = rng or np.random.default_rng(0)
-    if single:
-        cold = flush_caches if flush else (lambda: None)
-        now = clock_fn(clock or default_clock(threads))
-        model = build(1)
-        sess, feeds = _session(model, threads), _feeds(model, rng)
-        sess.run(None, feeds)
-        times = []
-        for _ in range(max(repeats, 3)):
+def median_run_seconds(sess, feeds: dict, *, runs: int, now, cold: Callable[[], None] | None = None) -> float:
+    """Median of `runs` timed runs of a session (`now`: the clock; `cold`: called before each run)."""
+    times = []
+    for _ in range(runs):
+        if cold is not None:
             cold()
-            a = now()
-            sess.run(None, feeds)
-            times.append(now() - a)
-        return float(np.median(times))
+        a = now()
+        sess.run(None, feeds)
+        times.append(now() - a)
+    return float(np.median(times))
+
+
+def time_models(build: Callable[[int], onnx.ModelProto], *, n: int = 12, threads: int = 1, repeats: int = 9,
+                rng=None, budget_s: float = 1.0, flush: bool = True, clock: str | None = None) -> float:
+    """Seconds of one link of the chain `build(k)` (k links): (chain of n - chain of 1) / (n - 1),
+    medians of interleaved runs after warm-up, each run starting with cold caches (`flush`)."""
+    rng = rng or np.random.default_rng(0)
     cold = flush_caches if flush else (lambda: None)
     now = clock_fn(clock or default_clock(threads))
     one, many = build(1), build(n)

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 from onnx import helper, numpy_helper
 
-# runtime op type -> (table kind it is priced with, builder of one link of the chain)
+# one link of a chain: (input name, link index, channels, initializers to extend) -> (nodes, output name)
 Link = Callable[[str, int, int, list], tuple[list, str]]
 
 
@@ -45,6 +45,7 @@ def _transpose(x, j, c, inits):
     return [helper.make_node("Transpose", [x], [f"y{j}"], perm=[0, 1, 3, 2])], f"y{j}"
 
 
+# runtime op type -> (table kind it is priced with, the link that runs as that op)
 PROBES: dict[str, tuple[str, Link]] = {
     "Relu": ("unary", _unary("Relu")),
     "Clip": ("unary", _unary("Relu")),  # the same per-element max/min work; Clip needs constant inputs

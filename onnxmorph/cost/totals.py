@@ -40,10 +40,7 @@ def runtime_plan(analysis, profile):
     if cached is not None and cached[0] is model:
         return cached[1]
     plan = ort_plan(model)
-    try:
-        object.__setattr__(analysis.loaded, "_ort_plan", (model, plan))
-    except (AttributeError, TypeError):
-        pass
+    analysis.loaded._ort_plan = (model, plan)
     return plan
 
 
