@@ -4,12 +4,18 @@ The protocol is the calibration's (onnxmorph.cost.calibrate): 1-thread sequentia
 flushed before every run, the calling thread's CPU time as the clock with one thread (wall clock
 otherwise), medians after warm-up. The two models run interleaved, A then B, so a change of machine
 load during the measurement hits both alike and their ratio stays fair.
+
+The ratio's noise is measured too: a bootstrap over the (A, B) pairs gives the relative standard
+error of median(B) / median(A) (`ratio_rel_se`). Measuring stops early once that is at most
+TARGET_REL_SE after STOP_PAIRS pairs; a noisy machine gets more pairs, within the same `runs` and
+`max_seconds` limits as before.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import onnx
@@ -20,6 +26,9 @@ from .errors import ShapeError, UsageError
 from .runtime import make_session
 
 MIN_PAIRS = 5  # below this a median is mostly noise, whatever the time budget says
+STOP_PAIRS = 10  # an early stop needs this many pairs: the bootstrap of a median is unreliable on fewer
+TARGET_REL_SE = 0.01  # stop early once the ratio's relative standard error is at most this
+BOOTSTRAP = 1000  # resamples for the standard error
 
 
 def clock_label(threads: int) -> str:
@@ -56,13 +65,58 @@ def _session_feeds(session, feeds: Mapping[str, np.ndarray]) -> dict[str, np.nda
     return {n: feeds[n] for n in names}
 
 
-def measure_latency(model_a: onnx.ModelProto, model_b: onnx.ModelProto, *, threads: int = 1, warmup: int = 3,
-                    runs: int = 30, max_seconds: float = 10.0,
-                    feeds: Mapping[str, np.ndarray] | None = None) -> tuple[float, float]:
-    """Median seconds of one run of `model_a` and of `model_b`, measured interleaved.
+def ratio_rel_se(times_a, times_b, resamples: int = BOOTSTRAP, seed: int = 0) -> float:
+    """Relative standard error of median(b) / median(a), by a bootstrap over the pairs (a_i, b_i).
 
-    Stops after `runs` pairs, or once `max_seconds` have passed (counted from the call, sessions
-    included) and at least MIN_PAIRS pairs ran. `feeds` overrides the random inputs by name."""
+    Pairs are resampled whole, so what slows A and B alike (load drifting during the measurement)
+    stays out of the error as it stays out of the ratio. Fixed seed: the same times give the same
+    estimate. Fewer than 2 pairs say nothing about noise: infinity."""
+    a, b = np.asarray(times_a, float), np.asarray(times_b, float)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise UsageError("times of A and B must be two lists of the same length")
+    n = len(a)
+    if n < 2 or np.median(a) <= 0 or np.median(b) <= 0:
+        return math.inf
+    ratio = float(np.median(b) / np.median(a))
+    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    boot = np.median(b[idx], axis=1) / np.median(a[idx], axis=1)
+    return float(np.std(boot, ddof=1) / ratio)
+
+
+def collect_pairs(run_pair: Callable[[], tuple[float, float]], *, runs: int = 30, max_seconds: float = 10.0,
+                  target_rel_se: float = TARGET_REL_SE,
+                  elapsed: Callable[[], float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Call `run_pair()` (seconds of A, seconds of B) until `runs` pairs ran, or `elapsed()` is past
+    `max_seconds` and at least MIN_PAIRS ran, or (with `target_rel_se` > 0) at least STOP_PAIRS ran
+    and `ratio_rel_se` of those is at most `target_rel_se`. `elapsed` defaults to wall seconds since
+    this call. Returns the times of A and of B."""
+    if elapsed is None:
+        start = time.perf_counter()
+        elapsed = lambda: time.perf_counter() - start  # noqa: E731
+    a: list[float] = []
+    b: list[float] = []
+    min_pairs, stop_pairs = min(runs, MIN_PAIRS), min(runs, STOP_PAIRS)
+    while len(a) < runs:
+        n = len(a)
+        if n >= min_pairs and elapsed() >= max_seconds:
+            break
+        # Check every pair while a check is cheap next to a run, every 10th pair past 50.
+        if target_rel_se > 0 and n >= stop_pairs and (n < 50 or n % 10 == 0) \
+                and ratio_rel_se(a, b) <= target_rel_se:
+            break
+        ta, tb = run_pair()
+        a.append(ta)
+        b.append(tb)
+    return np.asarray(a, float), np.asarray(b, float)
+
+
+def measure_pairs(model_a: onnx.ModelProto, model_b: onnx.ModelProto, *, threads: int = 1, warmup: int = 3,
+                  runs: int = 30, max_seconds: float = 10.0, feeds: Mapping[str, np.ndarray] | None = None,
+                  target_rel_se: float = TARGET_REL_SE) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds of each run of `model_a` and of `model_b`, measured interleaved in pairs (A then B).
+
+    Stops as `collect_pairs` says, its `max_seconds` counted from this call (sessions included).
+    `feeds` overrides the random inputs by name."""
     if threads < 1:
         raise UsageError(f"threads must be >= 1, got {threads}")
     if runs < 1:
@@ -78,21 +132,40 @@ def measure_latency(model_a: onnx.ModelProto, model_b: onnx.ModelProto, *, threa
     for _ in range(max(warmup, 0)):
         for s, f in zip(sessions, inputs):
             s.run(None, f)
-    times: list[list[float]] = [[], []]
-    min_pairs = min(runs, MIN_PAIRS)
-    while len(times[0]) < runs and (len(times[0]) < min_pairs or time.perf_counter() - start < max_seconds):
-        for s, f, t in zip(sessions, inputs, times):
+
+    def run_pair() -> tuple[float, float]:
+        times = []
+        for s, f in zip(sessions, inputs):
             flush_caches()  # a deployed model runs cold-ish; the profile's tables were measured cold too
             t0 = now()
             s.run(None, f)
-            t.append(now() - t0)
-    return float(np.median(times[0])), float(np.median(times[1]))
+            times.append(now() - t0)
+        return times[0], times[1]
+
+    return collect_pairs(run_pair, runs=runs, max_seconds=max_seconds, target_rel_se=target_rel_se,
+                         elapsed=lambda: time.perf_counter() - start)
+
+
+def measure_latency(model_a: onnx.ModelProto, model_b: onnx.ModelProto, *, threads: int = 1, warmup: int = 3,
+                    runs: int = 30, max_seconds: float = 10.0, feeds: Mapping[str, np.ndarray] | None = None,
+                    target_rel_se: float = TARGET_REL_SE) -> tuple[float, float]:
+    """Median seconds of one run of `model_a` and of `model_b`, measured interleaved (see
+    `measure_pairs`; `target_rel_se=0` measures to the `runs` / `max_seconds` limits as before)."""
+    a, b = measure_pairs(model_a, model_b, threads=threads, warmup=warmup, runs=runs, max_seconds=max_seconds,
+                         feeds=feeds, target_rel_se=target_rel_se)
+    return float(np.median(a)), float(np.median(b))
 
 
 def measured_ratio(original: onnx.ModelProto, pruned: onnx.ModelProto, **kw) -> dict:
-    """Measured latency of `pruned` relative to `original` (keywords: those of `measure_latency`)."""
-    a, b = measure_latency(original, pruned, **kw)
-    return {"original_ms": round(1e3 * a, 6), "pruned_ms": round(1e3 * b, 6), "ratio": b / a if a > 0 else 1.0}
+    """Measured latency of `pruned` relative to `original` (keywords: those of `measure_pairs`).
+
+    "ratio" is median(pruned) / median(original); "ratio_rel_se" its bootstrap relative standard
+    error (infinity with fewer than 2 pairs); "pairs" how many interleaved pairs ran."""
+    a, b = measure_pairs(original, pruned, **kw)
+    ma, mb = float(np.median(a)), float(np.median(b))
+    return {"original_ms": round(1e3 * ma, 6), "pruned_ms": round(1e3 * mb, 6), "ratio": mb / ma if ma > 0 else 1.0,
+            "ratio_rel_se": ratio_rel_se(a, b), "pairs": len(a)}
 
 
-__all__ = ["measure_latency", "measured_ratio", "random_feeds", "clock_label"]
+__all__ = ["measure_latency", "measure_pairs", "measured_ratio", "ratio_rel_se", "collect_pairs", "random_feeds",
+           "clock_label"]

@@ -27,15 +27,17 @@ def predicted_latency(model) -> float:
     return CostModel(analyze(load_model(model)), PROFILE).total("latency")
 
 
-def fake_measurement(monkeypatch, factor=None, ratio=None):
-    """Replace the ONNX Runtime measurement: measured = predicted * `factor`, or always `ratio`.
-    Returns the list of measured ratios it handed out."""
+def fake_measurement(monkeypatch, factor=None, ratio=None, rel_se=None):
+    """Replace the ONNX Runtime measurement: measured = predicted * `factor`, or always `ratio`,
+    reported with relative standard error `rel_se` (over 30 pairs; None: no noise estimate, as
+    before measurements had one). Returns the list of measured ratios it handed out."""
     seen = []
 
     def fake(original, pruned, **kw):
         r = ratio if ratio is not None else factor * predicted_latency(pruned) / predicted_latency(original)
         seen.append(r)
-        return {"original_ms": 1.0, "pruned_ms": r, "ratio": r}
+        noise = {} if rel_se is None else {"ratio_rel_se": rel_se, "pairs": 30}
+        return {"original_ms": 1.0, "pruned_ms": r, "ratio": r, **noise}
 
     monkeypatch.setattr(measure_mod, "measured_ratio", fake)
     return seen
@@ -91,7 +93,7 @@ def test_never_met_keeps_the_fastest_measured(monkeypatch, demo_model):
     ratios = [r["measured_ratio"] for r in m["rounds"]]
     assert not m["met"] and 1 <= len(ratios) <= 2
     assert ratios[m["chosen"]] == min(ratios)
-    assert any("above the target" in n for n in res.report["notes"])
+    assert any("not clearly below the target" in n for n in res.report["notes"])
 
 
 def test_other_metrics_measure_once_without_retargeting(monkeypatch, demo_model):
@@ -122,6 +124,7 @@ def test_measure_latency_on_real_models(demo_model):
     assert twenty > 4 * one, (one, twenty)  # ~8x here: 20x the MACs, plus a fixed cost per run
     swapped = measure_mod.measured_ratio(matmul_chain(20), matmul_chain(1), runs=5, max_seconds=2.0)
     assert swapped["ratio"] < 0.3 and swapped["original_ms"] > swapped["pruned_ms"] > 0
+    assert swapped["pairs"] == 5 and 0 <= swapped["ratio_rel_se"] < 0.5  # runs=5: no early stop before 5
 
 
 def test_feeds_zeros_for_integers_and_symbolic_shapes_need_feeds():
@@ -152,22 +155,156 @@ def test_cli_measure(tmp_path, demo_model):
     assert 1 <= len(m["rounds"]) <= 2 and 0 <= m["chosen"] < len(m["rounds"])
     assert all(r["original_ms"] > 0 and r["pruned_ms"] > 0 for r in m["rounds"])
     assert m["clock"] == "thread cpu time" and isinstance(m["met"], bool)
+    for r in m["rounds"]:  # every round says how noisy it was and what it had to be at or below
+        assert 5 <= r["pairs"] <= 30 and 0 <= r["ratio_rel_se"] < 0.5
+        assert r["met"] == (r["measured_ratio"] <= r["met_below"]) and r["met_below"] < F
+    assert m["rounds"][0]["margin"] == 0.0 and m["met"] == any(r["met"] for r in m["rounds"])
     proc = subprocess.run(cli[:7] + ["--measure-rounds", "2"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2 and "--measure-rounds needs --measure" in proc.stderr
 
 
 def test_next_fraction_uses_the_secant_when_measurements_lag():
-    from onnxmorph.api import MEASURE_MARGIN, next_fraction
+    from onnxmorph.api import measure_margin, next_fraction
 
     def measured(p):  # pruning only part of the time away: measured moves at 0.55x the prediction
         return 0.25 + 0.55 * p
 
-    aim = 0.5 * (1 - MEASURE_MARGIN)
+    aim = 0.5 * (1 - measure_margin(0.01))
+    assert aim == pytest.approx(0.48337, abs=1e-5)
     history = [(0.5, measured(0.5))]
-    p1 = next_fraction(history, 0.5)
+    p1 = next_fraction(history, 0.5, 0.01)
     assert p1 == pytest.approx(0.5 * aim / measured(0.5))  # first step: proportional
     history.append((p1, measured(p1)))
-    p2 = next_fraction(history, 0.5)
+    p2 = next_fraction(history, 0.5, 0.01)
     assert measured(p2) == pytest.approx(aim, rel=1e-6)  # the secant lands on the aim for a linear response
     assert p2 < history[-1][0] * aim / history[-1][1]  # further than another proportional step
+
+
+# --- the measurement's noise and what the loop does with it ---------------------------------------
+
+def synthetic_pairs(rng, n, noise, ratio=0.5, shape=()):
+    """Times of A ~ 1 * (1 + noise * N(0, 1)) and of B ~ `ratio` * (1 + noise * N(0, 1)), independent."""
+    a = 1.0 + noise * rng.standard_normal(shape + (n,))
+    b = ratio * (1.0 + noise * rng.standard_normal(shape + (n,)))
+    return a, b
+
+
+def test_bootstrap_se_matches_the_spread_of_repeated_measurements():
+    rng = np.random.default_rng(1)
+    a, b = synthetic_pairs(rng, 30, 0.05, shape=(4000,))
+    ratios = np.median(b, axis=1) / np.median(a, axis=1)
+    truth = ratios.std() / ratios.mean()  # what 4000 independent measurements of 30 pairs scatter by
+    # ~1.6 %: a median of n normal times has relative SE sqrt(pi / 2) s / sqrt(n); two of them, sqrt(2) that
+    assert truth == pytest.approx(np.sqrt(2) * np.sqrt(np.pi / 2) * 0.05 / np.sqrt(30), rel=0.1)
+    ses = np.array([measure_mod.ratio_rel_se(a[i], b[i]) for i in range(20)])  # each from one measurement alone
+    assert ses.mean() == pytest.approx(truth, rel=0.2)
+    assert (ses > 0.5 * truth).all() and (ses < 2 * truth).all()
+    # Fixed seed: the same times, the same estimate; less noise, proportionally less error.
+    assert measure_mod.ratio_rel_se(a[0], b[0]) == ses[0]
+    quiet = measure_mod.ratio_rel_se(1 + (a[0] - 1) / 5, 0.5 + (b[0] - 0.5) / 5)
+    assert quiet == pytest.approx(ses[0] / 5, rel=0.1)
+
+
+def test_bootstrap_se_is_zero_without_noise_and_ignores_drift_common_to_a_pair():
+    assert measure_mod.ratio_rel_se([2.0] * 10, [1.0] * 10) == 0.0
+    # The machine slows by up to 40 % and back while measuring; A and B of a pair slow alike.
+    drift = 1 + 0.4 * np.sin(np.linspace(0, 3, 20)) ** 2
+    a, b = 1.0 * drift, 0.5 * drift
+    assert np.std(a) / np.mean(a) > 0.1 and measure_mod.ratio_rel_se(a, b) < 1e-12
+    assert measure_mod.ratio_rel_se([1.0], [0.5]) == np.inf  # one pair says nothing about noise
+    with pytest.raises(UsageError):
+        measure_mod.ratio_rel_se([1.0, 1.0], [1.0])
+
+
+def fake_pairs(noise, seed=0):
+    """A timing source for `collect_pairs`: (A, B) per call with relative noise `noise`; counts calls."""
+    rng = np.random.default_rng(seed)
+    calls = []
+
+    def run_pair():
+        calls.append(1)
+        return 1.0 + noise * rng.standard_normal(), 0.5 * (1.0 + noise * rng.standard_normal())
+
+    return run_pair, calls
+
+
+def test_collect_pairs_stops_early_when_quiet_and_measures_on_when_noisy():
+    quiet, calls = fake_pairs(0.002)
+    a, b = measure_mod.collect_pairs(quiet, runs=30, max_seconds=10.0)
+    assert len(a) == len(b) == len(calls) == measure_mod.STOP_PAIRS == 10  # SE ~0.1 % at once
+    assert measure_mod.ratio_rel_se(a, b) <= measure_mod.TARGET_REL_SE
+    noisy, calls = fake_pairs(0.10)
+    a, b = measure_mod.collect_pairs(noisy, runs=30, max_seconds=10.0)
+    assert len(a) == 30 and measure_mod.ratio_rel_se(a, b) > 0.02  # ~3 % at 30 pairs: all the runs
+    quiet, calls = fake_pairs(0.002)
+    a, _ = measure_mod.collect_pairs(quiet, runs=30, max_seconds=10.0, target_rel_se=0)
+    assert len(a) == 30  # no early stop: as before
+
+
+def test_collect_pairs_keeps_the_time_limit():
+    noisy, calls = fake_pairs(0.10)
+    a, _ = measure_mod.collect_pairs(noisy, runs=30, max_seconds=8.0, elapsed=lambda: 0.5 * len(calls))
+    assert len(a) == 16  # 0.5 s a pair: noisy, yet stops at 8 s
+    noisy, calls = fake_pairs(0.10)
+    a, _ = measure_mod.collect_pairs(noisy, runs=30, max_seconds=8.0, elapsed=lambda: 100.0)
+    assert len(a) == measure_mod.MIN_PAIRS  # out of time from the start: still the minimum
+
+
+def test_margin_grows_with_the_noise():
+    from onnxmorph.api import MAX_MARGIN, MIN_MARGIN, measure_margin, met_below
+
+    margins = [measure_margin(se) for se in (0.0, 0.005, 0.01, 0.02, 0.05, np.inf)]
+    assert margins == pytest.approx([0.01, 0.021632, 0.033264, 0.066528, 0.10, 0.10], abs=1e-5)
+    assert margins[0] == MIN_MARGIN and margins[-1] == MAX_MARGIN
+    # The ratio a round must be at or below: z * sqrt(2) * rel_se under F (a prediction bound for a
+    # re-measurement with noise of its own), always above the aim so a round on the aim is met.
+    assert [met_below(F, se) for se in (0.0, 0.01, 0.02)] == pytest.approx([0.5, 0.488368, 0.476736], abs=1e-6)
+    for se in (0.0, 0.005, 0.01, 0.02):
+        assert F * (1 - measure_margin(se)) < met_below(F, se) - 0.005 * F
+
+
+def test_a_ratio_measured_at_the_target_with_noise_is_not_met():
+    from onnxmorph.api import measured_met
+
+    assert measured_met(0.5, 0.0, F)  # no noise estimate: plainly <= F, as before
+    assert not measured_met(0.5, 0.01, F)  # right at F with 1 % noise: a coin toss next time
+    assert not measured_met(0.49, 0.01, F)  # below even the 95 % confidence bound 0.4918, not the prediction bound
+    assert measured_met(0.488, 0.01, F) and not measured_met(0.488, 0.02, F)
+    assert not measured_met(0.1, np.inf, F)  # unknown noise never meets
+
+
+def test_next_fraction_aims_lower_with_more_noise():
+    from onnxmorph.api import next_fraction
+
+    steps = [next_fraction([(0.5, 0.55)], F, se) for se in (0.0, 0.005, 0.01, 0.02)]
+    assert steps == pytest.approx([0.45, 0.444713, 0.439426, 0.424306], abs=1e-6)  # 0.5 * aim / 0.55
+    history = [(0.5, 0.525), (0.45, 0.5)]  # secant steps aim lower too
+    assert next_fraction(history, F, 0.02) < next_fraction(history, F, 0.01) < next_fraction(history, F, 0.0)
+
+
+def test_measured_at_the_target_with_noise_retargets_and_is_never_met(monkeypatch, demo_model):
+    from onnxmorph.api import measure_margin
+
+    seen = fake_measurement(monkeypatch, ratio=F, rel_se=0.01)
+    res = onnxmorph.prune(demo_model, target=f"latency={F}", profile=PROFILE, measure=True)
+    m = res.report["measured"]
+    assert len(seen) == len(m["rounds"]) == 3 and not m["met"]
+    assert [r["met"] for r in m["rounds"]] == [False] * 3
+    assert [r["margin"] for r in m["rounds"]] == pytest.approx([0.0, 0.033264, 0.033264], abs=1e-6)
+    assert all(r["ratio_rel_se"] == 0.01 and r["pairs"] == 30 and r["met_below"] == 0.488368 for r in m["rounds"])
+    assert all(b["fraction"] < a["fraction"] for a, b in zip(m["rounds"], m["rounds"][1:]))
+    assert any("within this machine's measurement noise (±1.0 %)" in n and "0.488" in n
+               for n in res.report["notes"])
+    assert measure_margin(0.01) == pytest.approx(m["rounds"][1]["margin"], abs=1e-6)
+
+
+def test_noisy_measurement_retargets_below_the_noise_and_is_met(monkeypatch, demo_model):
+    fake_measurement(monkeypatch, factor=1.15, rel_se=0.01)
+    res = onnxmorph.prune(demo_model, target=f"latency={F}", profile=PROFILE, measure=True)
+    m = res.report["measured"]
+    chosen = m["rounds"][m["chosen"]]
+    assert m["met"] and chosen["met"] and m["chosen"] == len(m["rounds"]) - 1 >= 1
+    assert chosen["measured_ratio"] <= 0.488368  # F (1 - 1.645 sqrt(2) 1 %), not merely <= F
+    assert chosen["margin"] == pytest.approx(0.033264, abs=1e-6)
+    assert chosen["fraction"] <= F * (1 - 0.033264) / 1.15 + 1e-6  # the proportional step's aim
