@@ -347,7 +347,9 @@ def profiles_show(
     for k, v in p.measured.items():
         table.add_row(f"measured {k}", str(v))
     if p.op_factors:
-        table.add_row("op factors", ", ".join(f"{k} {v:g}" for k, v in p.op_factors.items()))
+        table.add_row("op factors (time / Sigmoid's)", ", ".join(f"{k} {v:g}" for k, v in p.op_factors.items()))
+    if p.overheads:
+        table.add_row("overheads", ", ".join(f"{k} {1e6 * v:.3g} µs" for k, v in p.overheads.items()))
     out.print(table)
     for kind, t in p.tables.items():
         unit = "MAC" if TABLE_KINDS[kind] == "macs" else "byte"

@@ -6,13 +6,15 @@ import numpy as np
 import onnx
 
 
-def make_session(model: onnx.ModelProto | bytes, threads: int = 0):
-    """A CPU session with all graph optimizations; `threads` > 0 pins intra-op threads and runs
-    nodes sequentially (for timing)."""
+def make_session(model: onnx.ModelProto | bytes, threads: int = 0, optimize: bool = True):
+    """A CPU session with all graph optimizations (none with `optimize=False`: to time one kernel
+    as written); `threads` > 0 pins intra-op threads and runs nodes sequentially (for timing)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

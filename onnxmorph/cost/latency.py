@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .node_cost import Bilinear
+from .op_factors import relative
 from .profile import TABLE_KINDS, HardwareProfile
 
 F32 = 4  # the cost model counts bytes of float32 elements; profiles rescale to their dtype
@@ -213,12 +214,76 @@ def declare_memory_cost(ctx, node, kind: str | None = None) -> None:
     largest = max(numels)
     extra = {"kind": kind, "fused": bool(fused_into_producer(ctx, node)),
              "size": float(largest / cmap.ids.size) if cmap is not None and cmap.ids.size else float(largest)}
+    row = _row_length(ctx, node, tensors[int(np.argmax(numels))])
+    if row:
+        extra["row"] = row
+    spans = _broadcast_spans(ctx, node) if kind == "binary" else None
     for t, numel in zip(tensors, numels):
         tmap = ctx.map(t)
+        x = extra
+        if spans is not None and t is out:
+            n_spans, block_axes = spans
+            if tmap is not None and tmap.ids.size and tmap.axes[0] not in block_axes:
+                x = dict(extra, spans_c=n_spans / tmap.ids.size)  # fewer channels, fewer spans
+            else:
+                x = dict(extra, spans_d=float(n_spans))
         if tmap is None or tmap.ids.size == 0:
-            ctx.cost(node, None, None, 0, 0, bytes=Bilinear(d=F32 * numel), extra=extra)
+            ctx.cost(node, None, None, 0, 0, bytes=Bilinear(d=F32 * numel), extra=x)
         else:
-            ctx.cost(node, None, t, 0, tmap.axes[0], bytes=Bilinear(c=F32 * numel / tmap.ids.size), extra=extra)
+            ctx.cost(node, None, t, 0, tmap.axes[0], bytes=Bilinear(c=F32 * numel / tmap.ids.size), extra=x)
+
+
+def _row_length(ctx, node, largest) -> float | None:
+    """The rows a row-wise op works on (Softmax, LayerNorm, a bias Gelu: the last axis) or moves
+    (Transpose: the trailing axes it keeps in place; None when it moves the last one)."""
+    try:
+        shape = [int(d) for d in ctx.shape(largest)]
+    except (ValueError, TypeError):
+        return None
+    if not shape:
+        return None
+    if node.op == "Transpose":
+        perm = list(node.attrs.get("perm", range(len(shape) - 1, -1, -1)))
+        row = 1
+        for axis in range(len(shape) - 1, -1, -1):
+            if perm[axis] != axis:
+                break
+            row *= shape[axis]
+        return float(row) if row > 1 else None
+    return float(shape[-1])
+
+
+def _broadcast_spans(ctx, node) -> tuple[float, set[int]] | None:
+    """How many contiguous spans an element-wise op with broadcasting runs as, and the output axes
+    inside one span: x[1,C,H,W] * s[1,C,1,1] is C spans of H*W (ONNX Runtime's CPU broadcaster
+    loops over spans with one vector kernel call each). None when no input is broadcast."""
+    out = next((t for t in node.outputs if t.name), None)
+    acts = _activations(node)
+    try:
+        shape = [int(d) for d in ctx.shape(out)]
+        ins = [[int(d) for d in ctx.shape(t)] for t in acts]
+    except (ValueError, TypeError):
+        return None
+    if all(s == shape for s in ins):
+        return None
+    rank = len(shape)
+    ins = [[1] * (rank - len(s)) + s for s in ins]
+
+    def pattern(axis):
+        return tuple(s[axis] == shape[axis] for s in ins)
+
+    block, axes, last = 1, set(), None
+    for axis in range(rank - 1, -1, -1):
+        if shape[axis] == 1:
+            axes.add(axis)
+            continue
+        if last is None:
+            last = pattern(axis)
+        elif pattern(axis) != last:
+            break
+        block *= shape[axis]
+        axes.add(axis)
+    return float(np.prod(shape)) / max(block, 1), axes
 
 
 # --- the latency model --------------------------------------------------------------------------
@@ -241,8 +306,9 @@ _TABLE_OF = {
     "reorder": ("unary", "o", None),  # a layout copy, priced like a unary op per byte
     "other": ("unary", "o", None),  # copies and shuffles (Concat, Split, Transpose, ...): per byte
     "view": ("unary", "o", None),  # Reshape/Flatten/... when the runtime runs them as a copy
-    "grouped": ("conv", "group", None),  # g small convs: the dense table at the per-group channels
+    "grouped": ("conv", "group", None),  # without a grouped table: g small convs at the per-group channels
 }
+_GROUPED = ("grouped", "width", None)  # the grouped table, read at the channels per group
 
 
 def _ratio(padded, raw) -> np.ndarray:
@@ -257,9 +323,10 @@ MEMORY_KINDS = frozenset({"unary", "binary", "bn", "pool", "other", "view"})
 
 
 def _charge(cost, profile: HardwareProfile, plan) -> float:
-    """How many times the runtime pays a declared cost: per the runtime's plan when there is one,
-    else per the built-in fusion rules. NCHWc reorders are ONNX Runtime CPU specifics: only
-    measured profiles (with tables) pay them."""
+    """How many times the runtime pays a declared cost, each pass weighted by how fast the op it
+    runs as is against the op its table was measured with (`op_factors.relative`): per the
+    runtime's plan when there is one, else per the built-in fusion rules. NCHWc reorders are ONNX
+    Runtime CPU specifics: only measured profiles (with tables) pay them."""
     kind = str(cost.extra.get("kind", "other"))
     factors = profile.op_factors
     if kind == "reorder":
@@ -269,14 +336,37 @@ def _charge(cost, profile: HardwareProfile, plan) -> float:
         return float(paid) * factors.get("Reorder", 1.0)
     if kind not in MEMORY_KINDS:
         return 1.0
-    factor = factors.get(plan.op_type.get(cost.node, cost.op) if plan is not None else cost.op, 1.0)
-    if kind == "view":  # a reshape is free unless the runtime runs it as a copy of its own
-        return float(plan.passes(cost.node)) * factor if plan is not None else 0.0
-    if not profile.fusion:
-        return factor
+    row = cost.extra.get("row")
     if plan is not None:
-        return float(plan.passes(cost.node) or (cost.node in plan.activation_pass)) * factor
-    return 0.0 if cost.extra.get("fused", False) else factor
+        # e.g. HardSwish runs as HardSigmoid + Mul; a view kernel re-labels its buffer (a fixed cost)
+        ops = plan.ops.get(cost.node)
+        if ops:
+            return sum(relative(factors, op, kind, row) for op in ops)
+        if cost.node in plan.activation_pass and kind != "view":
+            return relative(factors, cost.op, kind, row)
+        return 0.0
+    if kind == "view" or (profile.fusion and cost.extra.get("fused", False)):
+        return 0.0
+    return relative(factors, cost.op, kind, row)
+
+
+def _fixed_seconds(nodes, profile: HardwareProfile, plan) -> np.ndarray:
+    """Seconds per declared cost that do not depend on channel counts: the view kernels a node
+    runs as (a Reshape, or the Squeeze ONNX Runtime makes of a Gather), once per node."""
+    out = np.zeros(len(nodes), dtype=np.float64)
+    view = profile.overheads.get("view", 0.0) if profile.tables else 0.0
+    if not view:
+        return out
+    seen = set()
+    for k, c in enumerate(nodes):
+        if c.node in seen:
+            continue
+        seen.add(c.node)
+        if plan is not None:
+            out[k] = view * plan.views.get(c.node, 0)
+        elif str(c.extra.get("kind")) == "view" and c.op in VIEW_OPS - {"Constant", "ConstantOfShape", "Shape", "Size"}:
+            out[k] = view
+    return out
 
 
 class LatencyModel:
@@ -292,16 +382,24 @@ class LatencyModel:
         self.size = np.array([float(c.extra.get("size", 1.0)) for c in nodes], dtype=np.float64)
         self.kernel = np.array([float(c.extra.get("kernel", 1.0)) for c in nodes], dtype=np.float64)
         self.groups = np.array([float(c.extra.get("groups", 1.0)) for c in nodes], dtype=np.float64)
+        self.width = np.array([float(c.extra.get("width", 0.0)) for c in nodes], dtype=np.float64)
         # how many times each declared cost is paid: 0 when folded into another kernel
         self.charge = np.array([_charge(c, profile, plan) for c in nodes], dtype=np.float64)
+        self.fixed = _fixed_seconds(nodes, profile, plan)
+        # spans of broadcasting element-wise ops (per alive channel position, and constant)
+        span = profile.overheads.get("broadcast_span", 0.0) if profile.tables else 0.0
+        self.spans = span * (self.charge > 0)[:, None] * np.array(
+            [[float(c.extra.get("spans_c", 0.0)), float(c.extra.get("spans_d", 0.0))] for c in nodes],
+            dtype=np.float64).reshape(n, 2)
         self.tables = []
         self.node_table = np.full(n, -1, dtype=np.int64)
         self.feature_io = np.zeros(n, dtype=bool)
+        self.feature_width = np.zeros(n, dtype=bool)
         self.align = np.zeros(n, dtype=np.int64)  # 0: none, 1: i and o, 2: o
         self.work_is_macs = np.zeros(n, dtype=bool)
         index = {}
         for k, kind in enumerate(self.kinds):
-            spec = _TABLE_OF.get(kind)
+            spec = _GROUPED if kind == "grouped" and "grouped" in profile.tables else _TABLE_OF.get(kind)
             if spec is None or spec[0] not in profile.tables:
                 continue
             table_kind, feature, align = spec
@@ -310,6 +408,7 @@ class LatencyModel:
                 self.tables.append(profile.tables[table_kind])
             self.node_table[k] = index[table_kind]
             self.feature_io[k] = feature in ("io", "group")
+            self.feature_width[k] = feature == "width"
             self.align[k] = {"io": 1, "o": 2}.get(align, 0)
             self.work_is_macs[k] = TABLE_KINDS[table_kind] == "macs"
 
@@ -368,6 +467,10 @@ class LatencyModel:
                 per_group = np.where(whole, 1.0, g)
                 ch_in = np.where(io, ci / per_group, co)
                 ch_out = np.where(io, co / per_group, co)
+                # grouped table: whole groups are pruned together, so the width per group stays
+                wide = self.feature_width[idx[sel]]
+                width = np.where(self.width[idx[sel]] > 0, self.width[idx[sel]], ci / g)
+                ch_in, ch_out = np.where(wide, width, ch_in), np.where(wide, width, ch_out)
                 size = self.size[idx[sel]]
                 per_unit = table.per_unit(ch_in, size, ch_out)
                 if bad.any():
@@ -378,7 +481,8 @@ class LatencyModel:
                 scale = (1.0 - PAD_SLOPE) * scale + PAD_SLOPE
                 work = np.where(self.work_is_macs[idx[sel]], macs[sel], nbytes[sel]) * scale
                 t[sel] = per_unit * work * table.kernel_factor(self.kernel[idx[sel]])
-        return t * self.charge[idx]
+        spans = self.spans[idx]
+        return t * self.charge[idx] + spans[:, 0] * o + spans[:, 1] + self.fixed[idx]
 
     def gradients(self, i, o) -> tuple[np.ndarray, np.ndarray]:
         """Linearised seconds saved per input / output channel position removed, per node.
@@ -400,7 +504,7 @@ class LatencyModel:
                       scale * (b[:, 0] * o + b[:, 1]) / p.bandwidth)
         do = np.where(compute_bound, 2.0 * (m[:, 0] * i + m[:, 2]) / p.peak_flops,
                       scale * (b[:, 0] * i + b[:, 2]) / p.bandwidth)
-        di, do = di * self.charge, do * self.charge
+        di, do = di * self.charge, do * self.charge + self.spans[:, 0]
         tab = self.node_table >= 0
         if tab.any():
             idx = np.flatnonzero(tab)

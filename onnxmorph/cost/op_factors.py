@@ -1,11 +1,17 @@
-"""How much slower or faster each element-wise runtime op is than the op its table was measured with.
+"""How much slower or faster each runtime op is than a Sigmoid over the same tensor, and the fixed
+costs the runtime pays that no table holds.
 
-The `unary` table is measured with Sigmoid and the `binary` one with Add; a Relu pass is cheaper
-than a Sigmoid, an Erf or a fused SiLU (ONNX Runtime's QuickGelu) dearer, and a standalone
-BatchNorm is a multiply-add per element. `measure_op_factors` times a chain of each op against a
-chain of the table's own op at the same channel counts and sizes; the latency model multiplies a
-node's table time by the factor of the op the runtime ran it as (`RuntimePlan.op_type`). Layout
-reorders (ONNX Runtime's ReorderInput/ReorderOutput) are timed with the profiler between convs.
+The `unary` table is measured with Sigmoid, `binary` with Add and `pool` with a 3x3 MaxPool; a
+Relu pass is cheaper than a Sigmoid, an Erf, a LayerNorm or a fused Gelu dearer. Every factor is
+the time of a chain of the op over the time of a chain of Sigmoids on the same tensor, both run
+as written (no graph optimization: the optimizer would cancel a chain of Transposes). A node
+priced with table K that the runtime runs as ops X, Y (`RuntimePlan.ops`, e.g. HardSwish as
+HardSigmoid + Mul) costs table time x (f(X) + f(Y)) / f(base of K). Layout reorders (ONNX
+Runtime's ReorderInput/ReorderOutput) are timed with the profiler between convs.
+
+Overheads are seconds, not factors: a kernel that only re-labels its input (Reshape, Squeeze,
+...: "view") and, per span, a broadcasting element-wise op (x[1,C,H,W] * s[1,C,1,1] runs C
+spans of H*W: "broadcast_span").
 """
 
 from __future__ import annotations
@@ -15,89 +21,196 @@ from typing import Callable
 import numpy as np
 from onnx import helper, numpy_helper
 
-# one link of a chain: (input name, link index, channels, initializers to extend) -> (nodes, output name)
-Link = Callable[[str, int, int, list], tuple[list, str]]
+# one link of a chain: (input name, link index, channels, side, initializers to extend) -> (nodes, output)
+Link = Callable[[str, int, int, int, list], tuple[list, str]]
+MS = "com.microsoft"
 
 
-def _unary(op: str, **attrs) -> Link:
-    def link(x, j, c, inits):
-        return [helper.make_node(op, [x], [f"y{j}"], **attrs)], f"y{j}"
+def _unary(op: str, domain: str = "", **attrs) -> Link:
+    def link(x, j, shape, inits):
+        return [helper.make_node(op, [x], [f"y{j}"], domain=domain, **attrs)], f"y{j}"
     return link
 
 
 def _binary(op: str) -> Link:
-    def link(x, j, c, inits):
+    def link(x, j, shape, inits):
         return [helper.make_node(op, [x, "b"], [f"y{j}"])], f"y{j}"
     return link
 
 
-def _silu(x, j, c, inits):
-    return [helper.make_node("Sigmoid", [x], [f"s{j}"]), helper.make_node("Mul", [x, f"s{j}"], [f"y{j}"])], f"y{j}"
+def _const(inits: list, name: str, value) -> str:
+    if not any(t.name == name for t in inits):
+        inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
+    return name
 
 
-def _batchnorm(x, j, c, inits):
-    for k, v in (("g", 1.0), ("be", 0.0), ("m", 0.0), ("v", 1.0)):
-        inits.append(numpy_helper.from_array(np.full(c, v, np.float32), f"{k}{j}"))
-    return [helper.make_node("BatchNormalization", [x, f"g{j}", f"be{j}", f"m{j}", f"v{j}"], [f"y{j}"])], f"y{j}"
+def _clip(x, j, shape, inits):
+    lo, hi = _const(inits, "lo", 0.0), _const(inits, "hi", 6.0)
+    return [helper.make_node("Clip", [x, lo, hi], [f"y{j}"])], f"y{j}"
 
 
-def _transpose(x, j, c, inits):
-    return [helper.make_node("Transpose", [x], [f"y{j}"], perm=[0, 1, 3, 2])], f"y{j}"
+def _batchnorm(x, j, shape, inits):
+    names = [_const(inits, f"{k}{j}", np.full(shape[1], v)) for k, v in (("g", 1.0), ("be", 0.0), ("m", 0.0), ("v", 1.0))]
+    return [helper.make_node("BatchNormalization", [x, *names], [f"y{j}"])], f"y{j}"
 
 
-# runtime op type -> (table kind it is priced with, the link that runs as that op)
-PROBES: dict[str, tuple[str, Link]] = {
-    "Relu": ("unary", _unary("Relu")),
-    "Clip": ("unary", _unary("Relu")),  # the same per-element max/min work; Clip needs constant inputs
-    "HardSigmoid": ("unary", _unary("HardSigmoid")),
-    "Tanh": ("unary", _unary("Tanh")),
-    "Erf": ("unary", _unary("Erf")),
-    "Mul": ("binary", _binary("Mul")),
-    "QuickGelu": ("binary", _silu),
-    "BatchNormalization": ("unary", _batchnorm),
-    "Transpose": ("unary", _transpose),
+def _layernorm(x, j, shape, inits):
+    g, b = _const(inits, "ln_g", np.ones(shape[-1])), _const(inits, "ln_b", np.zeros(shape[-1]))
+    return [helper.make_node("LayerNormalization", [x, g, b], [f"y{j}"], axis=-1)], f"y{j}"
+
+
+def _bias_gelu(x, j, shape, inits):
+    return [helper.make_node("BiasGelu", [x, _const(inits, "bias", np.zeros(shape[-1]))], [f"y{j}"], domain=MS)], f"y{j}"
+
+
+def _maxpool(x, j, shape, inits):
+    return [helper.make_node("MaxPool", [x], [f"y{j}"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])], f"y{j}"
+
+
+# runtime op type -> the link that runs as that op
+PROBES: dict[str, Link] = {
+    "Relu": _unary("Relu"),
+    "Clip": _clip,
+    "HardSigmoid": _unary("HardSigmoid"),
+    "Tanh": _unary("Tanh"),
+    "Erf": _unary("Erf"),
+    "Add": _binary("Add"),
+    "Mul": _binary("Mul"),
+    "QuickGelu": _unary("QuickGelu", MS, alpha=1.0),  # ONNX Runtime's fusion of x * Sigmoid(x)
+    "Gelu": _unary("Gelu", MS),
+    "BiasGelu": _bias_gelu,
+    "BatchNormalization": _batchnorm,
+    "LayerNormalization": _layernorm,
+    "Softmax": _unary("Softmax", axis=-1),
+    # the head split of attention ([B, T, H, D] -> [B, H, T, D]): rows of D elements move
+    "Transpose": _unary("Transpose", perm=[0, 2, 1, 3]),
+    "MaxPool": _maxpool,
 }
+# the op each table was measured with: a node priced with that table divides by its factor
+TABLE_BASE = {"unary": "Sigmoid", "bn": "Sigmoid", "other": "Sigmoid", "view": "Sigmoid", "reorder": "Sigmoid",
+              "binary": "Add", "pool": "MaxPool"}
+# ops the runtime fuses into one kernel that an ONNX graph writes as several nodes
+ALIASES = {"SkipLayerNormalization": "LayerNormalization", "FastGelu": "Gelu", "SimplifiedLayerNormalization":
+           "LayerNormalization"}
+# ops that work row by row (or move rows): a fixed part per row, so the factor is a + b / row length,
+# fitted from two row lengths (b is stored as "<op>@row")
+ROW_OPS = frozenset({"Softmax", "LayerNormalization", "BiasGelu", "Transpose"})
+ROW_LENGTHS = (16, 256)
 POINTS = ((64, 1024), (256, 64))
+SPAN_POINTS = ((128, 4), (256, 16))
 
 
-def probe_chain(link: Link, c: int, side: int, n: int):
+def relative(factors: dict[str, float], op: str, kind: str, row: float | None = None) -> float:
+    """The time of `op` over that of the op table `kind` was measured with, on the same tensor
+    (1 when the profile has no factor for `op`: it runs like the table's own op). `row`: the
+    length of the rows a row-wise op works on (None: long rows)."""
+    op = op if op in factors else ALIASES.get(op, op)
+    if op not in factors and op != "Sigmoid":
+        return 1.0
+    base = TABLE_BASE.get(kind, "Sigmoid")
+    f = 1.0 if op == "Sigmoid" else factors[op]
+    if row:
+        f += factors.get(f"{op}@row", 0.0) / max(float(row), 1.0)
+    return f / (1.0 if base == "Sigmoid" else factors.get(base, 1.0))
+
+
+def probe_chain(link: Link, shape: list[int], n: int):
     from .calibrate import _model
 
     nodes, inits, x = [], [], "x"
     for j in range(n):
-        new, x = link(x, j, c, inits)
+        new, x = link(x, j, shape, inits)
         nodes += new
-    inputs = {"x": [1, c, side, side]}
+    inputs = {"x": list(shape)}
     if any("b" in nd.input for nd in nodes):
-        inputs["b"] = [1, c, side, side]
+        inputs["b"] = list(shape)
     return _model(nodes, inits, inputs, x)
+
+
+def probe_shapes(op: str, c: int, size: int) -> dict[int | None, list[int]]:
+    """The tensors `op` is timed on at a (channels, pixels) point: [1, c, side, side], or for a
+    row-wise op rows of each of ROW_LENGTHS (same element count, [1, R, 4, L])."""
+    side = int(round(np.sqrt(size)))
+    if op not in ROW_OPS:
+        return {None: [1, c, side, side]}
+    numel = c * side * side
+    return {row: [1, max(numel // (4 * row), 1), 4, row] for row in ROW_LENGTHS}
 
 
 def measure_op_factors(*, threads: int, repeats: int, flush: bool, clock: str, rng, points=POINTS,
                        progress: Callable[[str], None] | None = None) -> dict[str, float]:
-    """Per runtime op type: its time over the time of its table's op (median over `points`, each a
-    (channels, pixels) pair)."""
+    """Per runtime op type: its time over a Sigmoid's on the same tensor (median over `points`, each
+    a (channels, pixels) pair), both timed as written; for ROW_OPS also the part per row."""
     from .calibrate import time_models
 
-    base_links = {"unary": _unary("Sigmoid"), "binary": _binary("Add")}
+    opts = dict(threads=threads, repeats=repeats, flush=flush, clock=clock, rng=rng, optimize=False)
     factors: dict[str, float] = {}
-    for op, (kind, link) in PROBES.items():
+    for op, link in PROBES.items():
         if progress:
             progress(f"op factor: {op}")
-        ratios = []
+        ratios: dict[int | None, list[float]] = {}
         for c, size in points:
-            side = int(round(np.sqrt(size)))
-            t = time_models(lambda n, lk=link: probe_chain(lk, c, side, n), threads=threads, repeats=repeats,
-                            flush=flush, clock=clock, rng=rng)
-            base = time_models(lambda n, lk=base_links[kind]: probe_chain(lk, c, side, n), threads=threads,
-                               repeats=repeats, flush=flush, clock=clock, rng=rng)
-            ratios.append(t / base)
-        factors[op] = round(float(np.median(ratios)), 3)
+            for row, shape in probe_shapes(op, c, size).items():
+                t = time_models(lambda n, lk=link, sh=shape: probe_chain(lk, sh, n), **opts)
+                base = time_models(lambda n, sh=shape: probe_chain(_unary("Sigmoid"), sh, n), **opts)
+                ratios.setdefault(row, []).append(t / base)
+        med = {row: float(np.median(r)) for row, r in ratios.items()}
+        if None in med:
+            factors[op] = round(med[None], 3)
+            continue
+        short, long = ROW_LENGTHS  # f(L) = a + b / L through both lengths
+        b = max((med[short] - med[long]) / (1 / short - 1 / long), 0.0)
+        factors[op] = round(max(med[long] - b / long, 0.05), 3)
+        if b > 0:
+            factors[f"{op}@row"] = round(b, 3)
     if progress:
         progress("op factor: layout reorders")
     factors["Reorder"] = round(reorder_factor(threads=threads, repeats=repeats, flush=flush, clock=clock, rng=rng,
                                               points=points), 3)
     return factors
+
+
+def _reshape_chain(c: int, side: int, n: int):
+    from .calibrate import _model
+
+    shapes = [numpy_helper.from_array(np.array(s, dtype=np.int64), f"s{k}")
+              for k, s in enumerate(([1, c, side * side], [1, c, side, side]))]
+    nodes, x = [], "x"
+    for j in range(n):
+        nodes.append(helper.make_node("Reshape", [x, f"s{j % 2}"], [f"y{j}"]))
+        x = f"y{j}"
+    return _model(nodes, shapes, {"x": [1, c, side, side]}, x)
+
+
+def _broadcast_chain(c: int, side: int, n: int, broadcast: bool):
+    from .calibrate import _model
+
+    nodes, x = [], "x"
+    for j in range(n):
+        nodes.append(helper.make_node("Mul", [x, "b"], [f"y{j}"]))
+        x = f"y{j}"
+    return _model(nodes, [], {"x": [1, c, side, side], "b": [1, c, 1, 1] if broadcast else [1, c, side, side]}, x)
+
+
+def measure_overheads(*, threads: int, repeats: int, flush: bool, clock: str, rng,
+                      progress: Callable[[str], None] | None = None) -> dict[str, float]:
+    """Seconds of a kernel that only re-labels its input ("view": a Reshape), and of one span of a
+    broadcasting Mul beyond a Mul of two full tensors ("broadcast_span", median over SPAN_POINTS)."""
+    from .calibrate import time_models
+
+    opts = dict(threads=threads, repeats=repeats, flush=flush, clock=clock, rng=rng, optimize=False)
+    if progress:
+        progress("overhead: view kernels")
+    view = time_models(lambda n: _reshape_chain(16, 2, n), **opts)  # nothing to move: the kernel's own cost
+    if progress:
+        progress("overhead: broadcast spans")
+    spans = []
+    for c, size in SPAN_POINTS:
+        side = int(round(np.sqrt(size)))
+        bc = time_models(lambda n: _broadcast_chain(c, side, n, True), **opts)
+        full = time_models(lambda n: _broadcast_chain(c, side, n, False), **opts)
+        spans.append(max(bc - full, 0.0) / c)
+    return {"view": float(f"{view:.4g}"), "broadcast_span": float(f"{float(np.median(spans)):.4g}")}
 
 
 def reorder_factor(*, threads: int, repeats: int, flush: bool, clock: str, rng, points=POINTS) -> float:
@@ -121,7 +234,7 @@ def reorder_factor(*, threads: int, repeats: int, flush: bool, clock: str, rng, 
         if not reorders:
             return 1.0  # this runtime does not reorder (no NCHWc): the factor is never used
         per = max(float(np.median(reorders)) - profiler_offset(threads), 1e-7)
-        base = time_models(lambda n: probe_chain(_unary("Sigmoid"), c, side, n), threads=threads,
+        base = time_models(lambda n: probe_chain(_unary("Sigmoid"), [1, c, side, side], n), threads=threads,
                            repeats=repeats, flush=flush, clock=clock, rng=rng)
         ratios.append(per / base)
     return float(np.median(ratios))

@@ -45,6 +45,7 @@ TABLE_KINDS = {
     "conv": "macs",        # dense KxK convolution (K > 1)
     "conv1x1": "macs",     # dense pointwise convolution
     "depthwise": "macs",   # depthwise convolution (group == channels)
+    "grouped": "macs",     # grouped convolution (1 < group < channels); `channels` = channels per group
     "gemm": "macs",        # Gemm / MatMul with a constant weight; `sizes` = rows
     "unary": "bytes",      # element-wise op with one activation input (Relu, Sigmoid, HardSwish, ...)
     "binary": "bytes",     # element-wise op with two activation inputs (Add, Mul, ...)
@@ -159,8 +160,11 @@ class HardwareProfile:
     source: str = ""
     tables: dict[str, Table] = field(default_factory=dict)
     measured: dict = field(default_factory=dict)
-    # runtime op type -> time relative to the op its table was measured with (see op_factors.py)
+    # runtime op type -> its time over a Sigmoid's on the same tensor (see op_factors.py)
     op_factors: dict[str, float] = field(default_factory=dict)
+    # fixed seconds the runtime pays per event (see op_factors.OVERHEADS): a kernel that only
+    # re-labels a buffer ("view"), one span of a broadcasting element-wise op ("broadcast_span")
+    overheads: dict[str, float] = field(default_factory=dict)
     path: str | None = None
 
     @property
@@ -191,6 +195,8 @@ class HardwareProfile:
             d["tables"] = {k: t.to_json() for k, t in self.tables.items()}
         if self.op_factors:
             d["op_factors"] = dict(self.op_factors)
+        if self.overheads:
+            d["overheads"] = dict(self.overheads)
         return d
 
 
@@ -316,6 +322,16 @@ def _op_factors(raw, where: str) -> dict[str, float]:
     return {str(k): float(v) for k, v in raw.items()}
 
 
+def _overheads(raw, where: str) -> dict[str, float]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+            for v in raw.values()):
+        raise ProfileError(f"{where}: 'overheads' must map event names to seconds (numbers >= 0)")
+    return {str(k): float(v) for k, v in raw.items()}
+
+
 def profile_from_dict(data, where: str = "profile") -> HardwareProfile:
     if not isinstance(data, dict):
         raise ProfileError(f"{where}: expected a JSON object, got {type(data).__name__}")
@@ -357,5 +373,5 @@ def profile_from_dict(data, where: str = "profile") -> HardwareProfile:
         name=name.strip(), peak_gflops=peak, memory_gbps=bandwidth, dtype_bytes=int(dtype_bytes),
         channel_multiple=multiple, fast_multiple=fast, fusion=fusion, kind=kind, description=data.get("description", ""),
         source=data.get("source", ""), tables=tables, measured=data.get("measured") or {},
-        op_factors=_op_factors(data.get("op_factors"), where),
+        op_factors=_op_factors(data.get("op_factors"), where), overheads=_overheads(data.get("overheads"), where),
     )

@@ -25,22 +25,31 @@ REORDERS = ("ReorderInput", "ReorderOutput")
 CONV_OPS = ("Conv", "FusedConv")
 # activations MLAS applies inside the convolution's kernel loop; others run as a pass over the output
 FREE_ACTIVATIONS = ("Relu", "")
+# kernels that hand their input buffer on under a new shape: a fixed cost, no pass over the data
+VIEW_KERNELS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Dropout"})
 
 
 @dataclass
 class RuntimePlan:
     """Per original node, how many kernels it runs as (`kernels`; absent: folded into another
-    node), the nodes folded into a conv that still cost a pass over its output
+    node) and which (`ops`: the op types of those that pass over data; `views`: how many only
+    re-label a buffer), the nodes folded into a conv that still cost a pass over its output
     (`activation_pass`), and the original tensors copied between layouts (`reordered`)."""
 
     kernels: Counter = field(default_factory=Counter)
+    ops: dict[str, list[str]] = field(default_factory=dict)
+    views: Counter = field(default_factory=Counter)
     activation_pass: set[str] = field(default_factory=set)
     reordered: set[str] = field(default_factory=set)
-    op_type: dict[str, str] = field(default_factory=dict)  # the op the runtime runs a node as (QuickGelu, ...)
     runtime: str = ""
 
     def passes(self, node: str) -> int:
         return self.kernels.get(node, 0)
+
+    @property
+    def op_type(self) -> dict[str, str]:
+        """The (last) op a node runs as, e.g. QuickGelu for a SiLU's Mul."""
+        return {n: ops[-1] for n, ops in self.ops.items() if ops}
 
 
 def optimized_graph(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -65,6 +74,10 @@ def plan_from_graphs(original: onnx.GraphProto, optimized: onnx.GraphProto) -> R
     """Map the kernels of `optimized` back to the nodes and tensors of `original`."""
     names = {n.name for n in original.node if n.name}
     producer = {t: n for n in original.node for t in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for k in optimized.node:
+        for t in k.input:
+            consumers.setdefault(t, []).append(k)
     plan = RuntimePlan()
     for k in optimized.node:
         if k.op_type in REORDERS:
@@ -72,22 +85,35 @@ def plan_from_graphs(original: onnx.GraphProto, optimized: onnx.GraphProto) -> R
             if tensor in producer or any(i.name == tensor for i in original.input):
                 plan.reordered.add(tensor)
             continue
-        anchor = _anchor(k, names, producer)
+        anchor = _anchor_or_consumer(k, names, producer, consumers)
         if anchor is None:
-            continue  # a helper node of an expanded function: counted with the node it feeds
+            continue
+        plan.kernels[anchor] += 1
         if k.op_type in CONV_OPS:
             act = next((a.s.decode() for a in k.attribute if a.name == "activation"), "")
             last = producer.get(k.name[: -len(NCHWC_SUFFIX)]) if k.name.endswith(NCHWC_SUFFIX) else None
             last = last or producer.get(k.output[0])
             if act not in FREE_ACTIVATIONS and last is not None and last.op_type not in CONV_OPS:
                 plan.activation_pass.add(last.name)
-            plan.kernels[anchor] += 1
-            continue
-        # an expanded function (HardSwish -> HardSigmoid + Mul) runs one kernel per helper node
-        helpers = sum(1 for i in k.input if i.startswith("_inlfunc_"))
-        plan.kernels[anchor] += 1 + helpers
-        plan.op_type[anchor] = k.op_type
+        elif k.op_type in VIEW_KERNELS:
+            plan.views[anchor] += 1
+        else:
+            plan.ops.setdefault(anchor, []).append(k.op_type)
     return plan
+
+
+def _anchor_or_consumer(k: onnx.NodeProto, names: set[str], producer: dict, consumers: dict, depth: int = 4):
+    """`_anchor`, or for a kernel the optimizer made up (the HardSigmoid of an expanded HardSwish,
+    the Split that replaces a fan of Gathers) the anchor of the first kernel that reads it."""
+    anchor = _anchor(k, names, producer)
+    if anchor is not None or depth == 0:
+        return anchor
+    for t in k.output:
+        for c in consumers.get(t, []):
+            anchor = _anchor_or_consumer(c, names, producer, consumers, depth - 1)
+            if anchor is not None:
+                return anchor
+    return None
 
 
 def _anchor(k: onnx.NodeProto, names: set[str], producer: dict) -> str | None:

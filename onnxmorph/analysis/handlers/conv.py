@@ -61,7 +61,7 @@ class ConvHandler(OpHandler):
         nbytes = (params + Bilinear(b=sp_in, c=sp_out)).scaled(F32)
         kind = ("conv1x1" if k == 1 else "conv") if group == 1 else ("depthwise" if cin_g == 1 else "grouped")
         ctx.cost(node, x, y, 1, 1, macs=macs, params=params, bytes=nbytes,
-                 extra={"kind": kind, "size": float(sp_out), "kernel": k, "groups": group})
+                 extra={"kind": kind, "size": float(sp_out), "kernel": k, "groups": group, "width": cin_g})
 
     def emit(self, node, ctx) -> None:
         w = const_value(node.inputs[1])

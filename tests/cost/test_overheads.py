@@ -1,0 +1,215 @@
+"""Costs no table holds: broadcast spans, row-wise ops, view kernels, kernels the optimizer makes
+up (anchored to the node that reads them), and the machine-speed rescaling of a calibration."""
+
+import numpy as np
+import pytest
+
+from onnxmorph.analysis import analyze
+from onnxmorph.cost import CostModel
+from onnxmorph.cost.calibrate import MachineSpeed
+from onnxmorph.cost.op_factors import probe_shapes, relative
+from onnxmorph.cost.profile import profile_from_dict
+from onnxmorph.cost.runtime_plan import ort_plan
+from onnxmorph.errors import ProfileError
+from onnxmorph.graph import load_model
+
+from zoo import GraphBuilder
+
+TABLE = {"channels": [8, 64], "sizes": [1, 256], "seconds": [[1e-6, 1e-5], [1e-5, 1e-4]],
+         "work": [[100, 1000], [1000, 10000]]}
+
+
+def profile(op_factors=None, overheads=None):
+    return profile_from_dict({"name": "m", "kind": "measured", "peak_gflops": 100, "memory_gbps": 10,
+                              "channel_multiple": 1, "op_factors": op_factors or {}, "overheads": overheads or {},
+                              "tables": {k: TABLE for k in ("conv", "conv1x1", "unary", "binary", "pool", "gemm")},
+                              "measured": {}})
+
+
+def per_op(cm, keep=None):
+    i, o = cm.alive(keep)
+    t = cm.per_node("latency", i, o)
+    out = {}
+    for c, v in zip(cm.nodes, t):
+        if c.extra.get("kind") != "reorder":
+            out[c.op] = out.get(c.op, 0.0) + float(v)
+    return out
+
+
+def squeeze_excite(c=32, side=4):
+    """x * Sigmoid(conv(GAP(x))): the scale multiplies [1,C,H,W] by [1,C,1,1], i.e. C spans."""
+    b = GraphBuilder("se")
+    x = b.conv(b.input([1, 8, side, side]), 8, c, k=1)
+    g = b.conv(b.op("GlobalAveragePool", [x]), c, c, k=1)
+    return b.build(b.op("Mul", [x, b.op("Sigmoid", [g])]))
+
+
+def test_broadcast_spans_cost_per_span_and_shrink_with_channels():
+    a = analyze(load_model(squeeze_excite(c=32)))
+    span = 1e-6
+    with_spans = CostModel(a, profile(overheads={"broadcast_span": span}))
+    without = CostModel(a, profile())
+    assert per_op(with_spans)["Mul"] - per_op(without)["Mul"] == pytest.approx(32 * span)
+    # half the channels of the scaled tensor gone: half the spans
+    mul = next(k for k, c in enumerate(with_spans.nodes) if c.op == "Mul" and "spans_c" in c.extra)
+    i, o = with_spans.alive(None)
+    o = np.array(o, dtype=np.float64)
+    full = with_spans.latency.per_node(i, o)[mul] - without.latency.per_node(i, o)[mul]
+    o[mul] /= 2
+    half = with_spans.latency.per_node(i, o)[mul] - without.latency.per_node(i, o)[mul]
+    assert full == pytest.approx(32 * span) and half == pytest.approx(16 * span)
+    # the gradient of a table node sees the span a channel saves
+    _, do = with_spans.latency.gradients(*with_spans.alive(None))
+    _, do0 = without.latency.gradients(*without.alive(None))
+    assert do[mul] - do0[mul] == pytest.approx(span, rel=1e-6)
+
+
+def test_a_bias_over_the_last_axis_is_one_span_per_row_whatever_the_channels():
+    b = GraphBuilder("bias")
+    x = b.matmul(b.input([1, 6, 16]), 16, 24)
+    model = b.build(b.op("Add", [x, b.matmul(b.input([1, 1, 16], name="t"), 16, 24)]))
+    a = analyze(load_model(model))
+    cm = CostModel(a, profile(overheads={"broadcast_span": 1e-6}))
+    add = [c for c in cm.nodes if c.op == "Add" and ("spans_c" in c.extra or "spans_d" in c.extra)]
+    assert len(add) == 1 and add[0].extra.get("spans_d") == 6 and "spans_c" not in add[0].extra
+
+
+def test_same_shape_element_wise_ops_have_no_spans():
+    b = GraphBuilder("add")
+    x = b.input([1, 8, 4, 4])
+    model = b.build(b.op("Add", [b.conv(x, 8, 8, k=1), b.conv(x, 8, 8, k=1)]))
+    cm = CostModel(analyze(load_model(model)), profile(overheads={"broadcast_span": 1.0}))
+    assert not any("spans_c" in c.extra or "spans_d" in c.extra for c in cm.nodes)
+
+
+def test_row_lengths_of_row_wise_ops_and_transposes():
+    b = GraphBuilder("rows")
+    x = b.matmul(b.input([1, 10, 16]), 16, 48)
+    s = b.op("Softmax", [x], axis=-1)
+    y = b.op("Reshape", [s, b.const(np.array([1, 10, 4, 12], dtype=np.int64))])
+    t1 = b.op("Transpose", [y], perm=[0, 2, 1, 3])  # moves rows of 12
+    t2 = b.op("Transpose", [y], perm=[0, 1, 3, 2])  # moves single elements
+    model = b.build(t1, t2)
+    cm = CostModel(analyze(load_model(model)), profile())
+    rows = {}
+    for c in cm.nodes:
+        if c.extra.get("kind") != "reorder":
+            rows.setdefault((c.op, c.node), c.extra.get("row"))
+    got = sorted((op, r or 0.0) for (op, _), r in rows.items() if op in ("Softmax", "Transpose"))
+    assert got == [("Softmax", 48.0), ("Transpose", 0.0), ("Transpose", 12.0)]  # 0: moves single elements
+
+
+def test_factors_are_relative_to_the_op_each_table_was_measured_with():
+    f = {"Add": 0.5, "Mul": 0.6, "MaxPool": 3.0, "Softmax": 1.0, "Softmax@row": 50.0}
+    assert relative(f, "Sigmoid", "unary") == 1.0
+    assert relative(f, "Mul", "binary") == pytest.approx(0.6 / 0.5)  # against the Add the table ran
+    assert relative(f, "Mul", "unary") == pytest.approx(0.6)  # HardSwish's Mul on a unary-priced node
+    assert relative(f, "AveragePool", "pool") == 1.0  # unknown: runs like the table's own op
+    assert relative(f, "Softmax", "other", row=50) == pytest.approx(2.0)
+    assert relative(f, "Softmax", "other", row=None) == pytest.approx(1.0)
+    assert relative({"LayerNormalization": 4.0}, "SkipLayerNormalization", "other") == 4.0
+    shapes = probe_shapes("Softmax", 64, 1024)
+    assert {r: int(np.prod(s)) for r, s in shapes.items()} == {16: 64 * 1024, 256: 64 * 1024}
+    assert all(s[-1] == r for r, s in shapes.items())
+
+
+def test_view_kernels_cost_a_fixed_overhead_each():
+    b = GraphBuilder("views")
+    x = b.conv(b.input([1, 8, 4, 4]), 8, 16, k=1)
+    y = b.op("Reshape", [b.op("Erf", [x]), b.const(np.array([1, 16, 16], dtype=np.int64))])
+    model = b.build(b.op("Tanh", [y]))
+    a = analyze(load_model(model))
+    plan = ort_plan(load_model(model).model)
+    views = sum(plan.views.values())
+    assert views >= 1
+    base = CostModel(a, profile())
+    fixed = CostModel(a, profile(overheads={"view": 5e-6}))
+    assert fixed.latency_ms() - base.latency_ms() == pytest.approx(1e3 * 5e-6 * views)
+    # fixed: pruning channels does not change it
+    assert fixed.latency.gradients(*fixed.alive(None))[1].sum() == pytest.approx(
+        base.latency.gradients(*base.alive(None))[1].sum())
+
+
+def test_kernels_the_optimizer_makes_up_are_charged_to_the_node_that_reads_them():
+    """Three Gathers of q, k, v become one Split (a copy) and three Squeezes (views); HardSwish
+    becomes HardSigmoid + Mul."""
+    b = GraphBuilder("qkv")
+    y = b.matmul(b.input([1, 8, 16]), 16, 48)
+    y = b.op("Reshape", [y, b.const(np.array([1, 8, 3, 16], dtype=np.int64))])
+    y = b.op("Transpose", [y], perm=[2, 0, 1, 3])
+    q, k, v = (b.op("Gather", [y, b.const(np.array(j, dtype=np.int64))], axis=0) for j in range(3))
+    out = b.op("HardSwish", [b.op("Mul", [b.op("Add", [q, k]), v])])
+    model = load_model(b.build(out)).model
+    plan = ort_plan(model)
+    gathers = [n.name for n in model.graph.node if n.op_type == "Gather"]
+    assert sorted(op for g in gathers for op in plan.ops.get(g, [])) == ["Split"]
+    assert sum(plan.views[g] for g in gathers) == 3
+    (hs,) = [n.name for n in model.graph.node if n.op_type == "HardSwish"]
+    assert plan.ops[hs] == ["HardSigmoid", "Mul"]
+
+
+def test_grouped_convs_read_the_grouped_table_at_their_channels_per_group():
+    b = GraphBuilder("grouped")
+    x = b.conv(b.input([1, 8, 8, 8]), 8, 32, k=1)
+    model = b.build(b.conv(b.conv(x, 32, 32, k=3, group=4), 32, 16, k=1))
+    widths, work = [4.0, 8.0, 16.0], [[1e4, 1e6]] * 3
+    per_unit = [16e-9 / w for w in widths]  # wider groups run faster per MAC
+    grouped = {"channels": widths, "sizes": [1, 256], "work": work,
+               "seconds": [[p * w for w in row] for p, row in zip(per_unit, work)]}
+    prof = profile_from_dict({"name": "g", "kind": "measured", "peak_gflops": 100, "memory_gbps": 10,
+                              "channel_multiple": 1, "measured": {},
+                              "tables": {"conv1x1": TABLE, "grouped": grouped}})
+    cm = CostModel(analyze(load_model(model)), prof)
+    (k,) = [j for j, c in enumerate(cm.nodes) if c.extra.get("kind") == "grouped"]
+    macs = 64 * 9 * 8 * 32
+    i, o = (np.array(v, dtype=np.float64) for v in cm.alive(None))
+    assert cm.latency.per_node(i, o)[k] == pytest.approx(2e-9 * macs)  # width 8
+    i[k], o[k] = 16, 16  # half the groups pruned: each group keeps its 8 channels
+    assert cm.latency.per_node(i, o)[k] == pytest.approx(2e-9 * macs / 2)
+
+
+def scripted_speed(references):
+    """A MachineSpeed whose reference timings come from a script (then stay quiet)."""
+    speed = MachineSpeed(every_s=0.0, wait_s=0.0)
+    script = iter(references)
+
+    def sample():
+        r = next(script, 1.0)
+        speed.samples.append((len(speed.samples), r))
+        return r
+    speed.sample = sample
+    return speed
+
+
+def test_points_measured_while_the_machine_is_loaded_are_measured_again_when_quiet():
+    calls = []
+
+    def job(k, loaded_value, quiet_value):
+        def run():
+            calls.append(k)
+            return loaded_value if calls.count(k) == 1 else quiet_value
+        return run
+
+    # reference samples around each one-job batch: job 0 quiet (1.0, 1.0), job 1 loaded (1.0, 1.6),
+    # job 2 quiet; then a loaded check (1.7: wait), a quiet one, and job 1 again between quiet samples
+    speed = scripted_speed([1.0, 1.0, 1.0, 1.6, 1.0, 1.0, 1.7, 1.0, 1.0, 1.0])
+    results = speed.run([job(0, 5.0, -1), job(1, 1.3, 1.0), job(2, {"a": 2.0}, -1)])
+    assert results == [5.0, 1.0, {"a": 2.0}]
+    assert speed.repeated == 1 and speed.loaded_left == 0
+    assert speed.reference == pytest.approx(1.0)  # the quiet machine's reference
+    # 1.3x slower while the reference ran 1.6x slower: the machine's load elasticity
+    assert speed.elasticity == pytest.approx(np.log(1.3) / np.log(1.6))
+
+
+def test_points_still_loaded_when_the_budget_is_spent_are_rescaled_to_the_quiet_machine():
+    speed = scripted_speed([1.0, 1.0] + [2.0] * 10_000)  # loaded from the second job on
+    results = speed.run([lambda: 1.0, lambda: {"x": 2.0}], budget_s=0.05)
+    beta = MachineSpeed.DEFAULT_ELASTICITY  # no loaded/quiet pair to measure it from
+    assert results[0] == 1.0 and results[1]["x"] == pytest.approx(2.0 * 0.5 ** beta)
+    assert speed.loaded_left == 1 and speed.elasticity is None
+
+
+@pytest.mark.parametrize("raw", [{"view": -1.0}, {"view": "fast"}, [1e-6]])
+def test_malformed_overheads_are_a_clear_error(raw):
+    with pytest.raises(ProfileError, match="overheads"):
+        profile_from_dict({"name": "x", "peak_gflops": 1, "memory_gbps": 1, "overheads": raw})
