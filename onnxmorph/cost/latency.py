@@ -363,9 +363,9 @@ def _fixed_seconds(nodes, profile: HardwareProfile, plan) -> np.ndarray:
             continue
         seen.add(c.node)
         if plan is not None:
-            out[k] = view * plan.views.get(c.node, 0)
+            out[k] += view * plan.views.get(c.node, 0)
         elif str(c.extra.get("kind")) == "view" and c.op in VIEW_OPS - {"Constant", "ConstantOfShape", "Shape", "Size"}:
-            out[k] = view
+            out[k] += view
     return out
 
 
@@ -386,6 +386,8 @@ class LatencyModel:
         # how many times each declared cost is paid: 0 when folded into another kernel
         self.charge = np.array([_charge(c, profile, plan) for c in nodes], dtype=np.float64)
         self.fixed = _fixed_seconds(nodes, profile, plan)
+        # once per inference, whatever the nodes (measured profiles: the session run with cold caches)
+        self.run_seconds = profile.overheads.get("run", 0.0) if profile.tables else 0.0
         # spans of broadcasting element-wise ops (per alive channel position, and constant)
         span = profile.overheads.get("broadcast_span", 0.0) if profile.tables else 0.0
         self.spans = span * (self.charge > 0)[:, None] * np.array(

@@ -10,8 +10,10 @@ HardSigmoid + Mul) costs table time x (f(X) + f(Y)) / f(base of K). Layout reord
 Runtime's ReorderInput/ReorderOutput) are timed with the profiler between convs.
 
 Overheads are seconds, not factors: a kernel that only re-labels its input (Reshape, Squeeze,
-...: "view") and, per span, a broadcasting element-wise op (x[1,C,H,W] * s[1,C,1,1] runs C
-spans of H*W: "broadcast_span").
+...: "view"), per span, a broadcasting element-wise op (x[1,C,H,W] * s[1,C,1,1] runs C spans of
+H*W: "broadcast_span"), and once per inference the session run itself with cold caches ("run":
+about 125 us on the development host, 8 % of a small MobileNet; the tables, made of chain
+differences, leave it out).
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ def _clip(x, j, shape, inits):
 
 
 def _batchnorm(x, j, shape, inits):
-    names = [_const(inits, f"{k}{j}", np.full(shape[1], v)) for k, v in (("g", 1.0), ("be", 0.0), ("m", 0.0), ("v", 1.0))]
+    stats = (("g", 1.0), ("be", 0.0), ("m", 0.0), ("v", 1.0))
+    names = [_const(inits, f"{k}{j}", np.full(shape[1], v)) for k, v in stats]
     return [helper.make_node("BatchNormalization", [x, *names], [f"y{j}"])], f"y{j}"
 
 
@@ -60,7 +63,8 @@ def _layernorm(x, j, shape, inits):
 
 
 def _bias_gelu(x, j, shape, inits):
-    return [helper.make_node("BiasGelu", [x, _const(inits, "bias", np.zeros(shape[-1]))], [f"y{j}"], domain=MS)], f"y{j}"
+    bias = _const(inits, "bias", np.zeros(shape[-1]))
+    return [helper.make_node("BiasGelu", [x, bias], [f"y{j}"], domain=MS)], f"y{j}"
 
 
 def _maxpool(x, j, shape, inits):
@@ -194,11 +198,20 @@ def _broadcast_chain(c: int, side: int, n: int, broadcast: bool):
 
 def measure_overheads(*, threads: int, repeats: int, flush: bool, clock: str, rng,
                       progress: Callable[[str], None] | None = None) -> dict[str, float]:
-    """Seconds of a kernel that only re-labels its input ("view": a Reshape), and of one span of a
-    broadcasting Mul beyond a Mul of two full tensors ("broadcast_span", median over SPAN_POINTS)."""
-    from .calibrate import time_models
+    """Seconds of a kernel that only re-labels its input ("view": a Reshape), of one span of a
+    broadcasting Mul beyond a Mul of two full tensors ("broadcast_span", median over SPAN_POINTS),
+    and of a session run of a one-node model ("run": what every inference pays besides its nodes)."""
+    from .calibrate import _feeds, _session, clock_fn, flush_caches, median_run_seconds, time_models
 
     opts = dict(threads=threads, repeats=repeats, flush=flush, clock=clock, rng=rng, optimize=False)
+    if progress:
+        progress("overhead: a session run")
+    tiny = probe_chain(_unary("Relu"), [1, 8, 2, 2], 1)
+    sess, feeds = _session(tiny, threads), _feeds(tiny, rng)
+    for _ in range(5):
+        sess.run(None, feeds)
+    run = median_run_seconds(sess, feeds, runs=max(4 * repeats, 20), now=clock_fn(clock),
+                             cold=flush_caches if flush else None)
     if progress:
         progress("overhead: view kernels")
     view = time_models(lambda n: _reshape_chain(16, 2, n), **opts)  # nothing to move: the kernel's own cost
@@ -210,7 +223,8 @@ def measure_overheads(*, threads: int, repeats: int, flush: bool, clock: str, rn
         bc = time_models(lambda n: _broadcast_chain(c, side, n, True), **opts)
         full = time_models(lambda n: _broadcast_chain(c, side, n, False), **opts)
         spans.append(max(bc - full, 0.0) / c)
-    return {"view": float(f"{view:.4g}"), "broadcast_span": float(f"{float(np.median(spans)):.4g}")}
+    return {"view": float(f"{view:.4g}"), "broadcast_span": float(f"{float(np.median(spans)):.4g}"),
+            "run": float(f"{run:.4g}")}
 
 
 def reorder_factor(*, threads: int, repeats: int, flush: bool, clock: str, rng, points=POINTS) -> float:

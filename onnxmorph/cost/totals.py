@@ -126,7 +126,8 @@ class CostModel:
 
     def total(self, metric: str, keep_units: np.ndarray | None = None) -> float:
         i, o = self.alive(keep_units)
-        return float(self.per_node(metric, i, o).sum())
+        fixed = self.latency.run_seconds if metric == "latency" and self.latency is not None else 0.0
+        return float(self.per_node(metric, i, o).sum()) + fixed
 
     def totals(self, keep_units: np.ndarray | None = None) -> dict[str, int]:
         i, o = self.alive(keep_units)

@@ -130,6 +130,15 @@ def test_view_kernels_cost_a_fixed_overhead_each():
         base.latency.gradients(*base.alive(None))[1].sum())
 
 
+def test_a_session_run_costs_its_overhead_once_whatever_is_pruned():
+    a = analyze(load_model(squeeze_excite()))
+    base, run = CostModel(a, profile()), CostModel(a, profile(overheads={"run": 1e-4}))
+    assert run.latency_ms() - base.latency_ms() == pytest.approx(0.1)
+    i, o = run.alive(None)
+    assert np.array_equal(run.per_node("latency", i, o), base.per_node("latency", i, o))  # no node's
+    assert run.latency.run_seconds == 1e-4 and base.latency.run_seconds == 0.0
+
+
 def test_kernels_the_optimizer_makes_up_are_charged_to_the_node_that_reads_them():
     """Three Gathers of q, k, v become one Split (a copy) and three Squeezes (views); HardSwish
     becomes HardSigmoid + Mul."""
@@ -204,7 +213,7 @@ def test_points_measured_while_the_machine_is_loaded_are_measured_again_when_qui
 def test_points_still_loaded_when_the_budget_is_spent_are_rescaled_to_the_quiet_machine():
     speed = scripted_speed([1.0, 1.0] + [2.0] * 10_000)  # loaded from the second job on
     results = speed.run([lambda: 1.0, lambda: {"x": 2.0}], budget_s=0.05)
-    beta = MachineSpeed.DEFAULT_ELASTICITY  # no loaded/quiet pair to measure it from
+    beta = MachineSpeed.ELASTICITY
     assert results[0] == 1.0 and results[1]["x"] == pytest.approx(2.0 * 0.5 ** beta)
     assert speed.loaded_left == 1 and speed.elasticity is None
 
