@@ -9,6 +9,12 @@ The ratio's noise is measured too: a bootstrap over the (A, B) pairs gives the r
 error of median(B) / median(A) (`ratio_rel_se`). Measuring stops early once that is at most
 TARGET_REL_SE after STOP_PAIRS pairs; a noisy machine gets more pairs, within the same `runs` and
 `max_seconds` limits as before.
+
+A shared machine also switches between a quiet and a loaded state for seconds to minutes, and the
+ratio of a small pruned model to its original is not the same in both (fixed costs respond to load
+differently). So every pair is measured for at least MIN_SECONDS, and followed by the calibration's
+reference workload: only pairs whose reference ran within LOADED of the fastest reference this
+process has seen count, as in calibration (all pairs when fewer than MIN_PAIRS are quiet).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .cost.calibrate import clock_fn, default_clock, flush_caches
+from .cost.calibrate import MachineSpeed, clock_fn, default_clock, flush_caches, reference_model
 from .errors import ShapeError, UsageError
 from .runtime import make_session
 
@@ -29,6 +35,8 @@ MIN_PAIRS = 5  # below this a median is mostly noise, whatever the time budget s
 STOP_PAIRS = 10  # an early stop needs this many pairs: the bootstrap of a median is unreliable on fewer
 TARGET_REL_SE = 0.01  # stop early once the ratio's relative standard error is at most this
 BOOTSTRAP = 1000  # resamples for the standard error
+MIN_SECONDS = 3.0  # a 2 ms model's 30 pairs take under a second: too short to see the machine's states
+_FASTEST_REFERENCE = [math.inf]  # the fastest reference run this process has seen (seconds)
 
 
 def clock_label(threads: int) -> str:
@@ -84,24 +92,28 @@ def ratio_rel_se(times_a, times_b, resamples: int = BOOTSTRAP, seed: int = 0) ->
 
 
 def collect_pairs(run_pair: Callable[[], tuple[float, float]], *, runs: int = 30, max_seconds: float = 10.0,
-                  target_rel_se: float = TARGET_REL_SE,
+                  target_rel_se: float = TARGET_REL_SE, min_seconds: float = 0.0,
                   elapsed: Callable[[], float] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Call `run_pair()` (seconds of A, seconds of B) until `runs` pairs ran, or `elapsed()` is past
-    `max_seconds` and at least MIN_PAIRS ran, or (with `target_rel_se` > 0) at least STOP_PAIRS ran
-    and `ratio_rel_se` of those is at most `target_rel_se`. `elapsed` defaults to wall seconds since
-    this call. Returns the times of A and of B."""
+    """Call `run_pair()` (seconds of A, seconds of B) until `elapsed()` is past `max_seconds` and
+    at least MIN_PAIRS ran, or, once `elapsed()` is past `min_seconds`, until `runs` pairs ran or
+    (with `target_rel_se` > 0) at least STOP_PAIRS ran and `ratio_rel_se` of those is at most
+    `target_rel_se`. `elapsed` defaults to wall seconds since this call. Returns the times of A
+    and of B."""
     if elapsed is None:
         start = time.perf_counter()
         elapsed = lambda: time.perf_counter() - start  # noqa: E731
     a: list[float] = []
     b: list[float] = []
     min_pairs, stop_pairs = min(runs, MIN_PAIRS), min(runs, STOP_PAIRS)
-    while len(a) < runs:
+    while True:
         n = len(a)
         if n >= min_pairs and elapsed() >= max_seconds:
             break
+        long_enough = min_seconds <= 0 or elapsed() >= min_seconds
+        if n >= runs and long_enough:
+            break
         # Check every pair while a check is cheap next to a run, every 10th pair past 50.
-        if target_rel_se > 0 and n >= stop_pairs and (n < 50 or n % 10 == 0) \
+        if target_rel_se > 0 and long_enough and n >= stop_pairs and (n < 50 or n % 10 == 0) \
                 and ratio_rel_se(a, b) <= target_rel_se:
             break
         ta, tb = run_pair()
@@ -110,13 +122,26 @@ def collect_pairs(run_pair: Callable[[], tuple[float, float]], *, runs: int = 30
     return np.asarray(a, float), np.asarray(b, float)
 
 
+def quiet_pairs(references) -> np.ndarray:
+    """Indices of the pairs whose reference ran within MachineSpeed.LOADED of the fastest reference
+    this process has seen; all of them when fewer than MIN_PAIRS are."""
+    refs = np.asarray(references, float)
+    if refs.size == 0:
+        return np.arange(0)
+    _FASTEST_REFERENCE[0] = min(_FASTEST_REFERENCE[0], float(refs.min()))
+    keep = np.flatnonzero(refs <= MachineSpeed.LOADED * _FASTEST_REFERENCE[0])
+    return keep if keep.size >= min(MIN_PAIRS, refs.size) else np.arange(refs.size)
+
+
 def measure_pairs(model_a: onnx.ModelProto, model_b: onnx.ModelProto, *, threads: int = 1, warmup: int = 3,
                   runs: int = 30, max_seconds: float = 10.0, feeds: Mapping[str, np.ndarray] | None = None,
-                  target_rel_se: float = TARGET_REL_SE) -> tuple[np.ndarray, np.ndarray]:
+                  target_rel_se: float = TARGET_REL_SE, min_seconds: float = MIN_SECONDS,
+                  quiet: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Seconds of each run of `model_a` and of `model_b`, measured interleaved in pairs (A then B).
 
-    Stops as `collect_pairs` says, its `max_seconds` counted from this call (sessions included).
-    `feeds` overrides the random inputs by name."""
+    Stops as `collect_pairs` says, its `max_seconds` and `min_seconds` counted from this call
+    (sessions included). With `quiet`, each pair is followed by the reference workload and only
+    the pairs `quiet_pairs` keeps are returned. `feeds` overrides the random inputs by name."""
     if threads < 1:
         raise UsageError(f"threads must be >= 1, got {threads}")
     if runs < 1:
@@ -133,17 +158,29 @@ def measure_pairs(model_a: onnx.ModelProto, model_b: onnx.ModelProto, *, threads
         for s, f in zip(sessions, inputs):
             s.run(None, f)
 
+    runners = list(zip(sessions, inputs))
+    if quiet:
+        ref = reference_model()
+        runners.append((make_session(ref, threads), random_feeds(ref)))
+    references: list[float] = []
+
     def run_pair() -> tuple[float, float]:
         times = []
-        for s, f in zip(sessions, inputs):
+        for s, f in runners:
             flush_caches()  # a deployed model runs cold-ish; the profile's tables were measured cold too
             t0 = now()
             s.run(None, f)
             times.append(now() - t0)
+        if quiet:
+            references.append(times[2])
         return times[0], times[1]
 
-    return collect_pairs(run_pair, runs=runs, max_seconds=max_seconds, target_rel_se=target_rel_se,
-                         elapsed=lambda: time.perf_counter() - start)
+    a, b = collect_pairs(run_pair, runs=runs, max_seconds=max_seconds, target_rel_se=target_rel_se,
+                         min_seconds=min_seconds, elapsed=lambda: time.perf_counter() - start)
+    if not quiet:
+        return a, b
+    keep = quiet_pairs(references)
+    return a[keep], b[keep]
 
 
 def measure_latency(model_a: onnx.ModelProto, model_b: onnx.ModelProto, *, threads: int = 1, warmup: int = 3,
