@@ -154,14 +154,14 @@ def measure_pairs(model_a: onnx.ModelProto, model_b: onnx.ModelProto, *, threads
         if any(i.name not in feeds for i in sessions[1].get_inputs()):
             feeds = {**random_feeds(model_b), **feeds}
     inputs = [_session_feeds(s, feeds) for s in sessions]
-    for _ in range(max(warmup, 0)):
-        for s, f in zip(sessions, inputs):
-            s.run(None, f)
-
     runners = list(zip(sessions, inputs))
     if quiet:
         ref = reference_model()
         runners.append((make_session(ref, threads), random_feeds(ref)))
+    for _ in range(max(warmup, 0)):
+        for s, f in runners:
+            s.run(None, f)
+
     references: list[float] = []
 
     def run_pair() -> tuple[float, float]:
