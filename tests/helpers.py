@@ -32,5 +32,15 @@ def check_pruned_equals_masked(analysis, keep, seed=0):
     return pruned, masked, result
 
 
+def latency_per_op(cm, keep=None) -> dict[str, float]:
+    """Predicted seconds per op type under `keep` (layout reorders left out: they belong to no op)."""
+    i, o = cm.alive(keep)
+    out: dict[str, float] = {}
+    for c, v in zip(cm.nodes, cm.per_node("latency", i, o)):
+        if c.extra.get("kind") != "reorder":
+            out[c.op] = out.get(c.op, 0.0) + float(v)
+    return out
+
+
 def param_count(model):
     return int(sum(np.prod(t.dims) for t in model.graph.initializer))

@@ -37,7 +37,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..runtime import make_session
-from .op_factors import measure_op_factors, measure_overheads
+from .op_factors import TABLE_LINKS, measure_op_factors, measure_overheads, probe_chain
 from .profile import SCHEMA, TABLE_KINDS, HardwareProfile, Table
 
 CHAIN = 3
@@ -352,23 +352,6 @@ def profiler_offset(threads: int = 1, n: int = 33) -> float:
     return _OFFSET[threads]
 
 
-def _elementwise_chain(kind: str, c: int, side: int, n: int) -> onnx.ModelProto:
-    nodes, x = [], "x"
-    inputs = {"x": [1, c, side, side]}
-    if kind == "binary":
-        inputs["b"] = [1, c, side, side]
-    for layer in range(n):
-        y = f"y{layer}"
-        if kind == "unary":
-            nodes.append(helper.make_node("Sigmoid", [x], [y]))
-        elif kind == "binary":
-            nodes.append(helper.make_node("Add", [x, "b"], [y]))
-        else:  # pool
-            nodes.append(helper.make_node("MaxPool", [x], [y], kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
-        x = y
-    return _model(nodes, [], inputs, x)
-
-
 def _gemm_chain(c: int, rows: int, n: int, rng) -> onnx.ModelProto:
     nodes, inits, x = [], [], "x"
     for layer in range(n):
@@ -402,7 +385,7 @@ def build_chain(kind: str, channels: int, size: int, n: int, rng, kernel: int = 
         return _conv_chain(channels, side, kernel, channels, n, rng)
     if kind == "grouped":  # `channels` per group
         return _conv_chain(GROUPED_CHANNELS, side, kernel, GROUPED_CHANNELS // channels, n, rng)
-    return _elementwise_chain(kind, channels, side, n)
+    return probe_chain(TABLE_LINKS[kind], [1, channels, side, side], n)  # the op each table is measured with
 
 
 def work_of(kind: str, channels: int, size: int, kernel: int = 3) -> float:

@@ -13,6 +13,7 @@ import numpy as np
 from .node_cost import Bilinear
 from .op_factors import relative
 from .profile import TABLE_KINDS, HardwareProfile
+from .runtime_plan import VIEW_KERNELS
 
 F32 = 4  # the cost model counts bytes of float32 elements; profiles rescale to their dtype
 
@@ -364,7 +365,7 @@ def _fixed_seconds(nodes, profile: HardwareProfile, plan) -> np.ndarray:
         seen.add(c.node)
         if plan is not None:
             out[k] += view * plan.views.get(c.node, 0)
-        elif str(c.extra.get("kind")) == "view" and c.op in VIEW_OPS - {"Constant", "ConstantOfShape", "Shape", "Size"}:
+        elif str(c.extra.get("kind")) == "view" and c.op in VIEW_KERNELS:
             out[k] += view
     return out
 
@@ -493,7 +494,6 @@ class LatencyModel:
         Table nodes: a one-channel finite difference on the aligned table (the smooth part;
         alignment steps are left to the decision). Never negative.
         """
-        n = len(self.kinds)
         i = np.asarray(i, dtype=np.float64)
         o = np.asarray(o, dtype=np.float64)
         p = self.profile

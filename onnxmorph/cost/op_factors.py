@@ -90,6 +90,8 @@ PROBES: dict[str, Link] = {
     "Transpose": _unary("Transpose", perm=[0, 2, 1, 3]),
     "MaxPool": _maxpool,
 }
+# the links the unary, binary and pool tables are measured with (calibrate.build_chain)
+TABLE_LINKS: dict[str, Link] = {"unary": _unary("Sigmoid"), "binary": _binary("Add"), "pool": _maxpool}
 # the op each table was measured with: a node priced with that table divides by its factor
 TABLE_BASE = {"unary": "Sigmoid", "bn": "Sigmoid", "other": "Sigmoid", "view": "Sigmoid", "reorder": "Sigmoid",
               "binary": "Add", "pool": "MaxPool"}

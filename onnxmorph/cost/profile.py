@@ -312,23 +312,17 @@ def _table(kind: str, raw, where: str, sizes=None) -> Table:
     return Table(kind, channels, sizes, seconds, work, unaligned, kernel, exponent, out_channels)
 
 
-def _op_factors(raw, where: str) -> dict[str, float]:
+def _number_map(raw, where: str, key: str, meaning: str, zero_ok: bool) -> dict[str, float]:
+    """A JSON object of finite numbers (positive, or >= 0 with `zero_ok`) keyed by name."""
     if raw is None:
         return {}
-    if not isinstance(raw, dict) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-            for v in raw.values()):
-        raise ProfileError(f"{where}: 'op_factors' must map op types to positive numbers")
-    return {str(k): float(v) for k, v in raw.items()}
 
+    def ok(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (
+            v > 0 or (zero_ok and v == 0))
 
-def _overheads(raw, where: str) -> dict[str, float]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-            for v in raw.values()):
-        raise ProfileError(f"{where}: 'overheads' must map event names to seconds (numbers >= 0)")
+    if not isinstance(raw, dict) or not all(ok(v) for v in raw.values()):
+        raise ProfileError(f"{where}: '{key}' must map {meaning}")
     return {str(k): float(v) for k, v in raw.items()}
 
 
@@ -373,5 +367,6 @@ def profile_from_dict(data, where: str = "profile") -> HardwareProfile:
         name=name.strip(), peak_gflops=peak, memory_gbps=bandwidth, dtype_bytes=int(dtype_bytes),
         channel_multiple=multiple, fast_multiple=fast, fusion=fusion, kind=kind, description=data.get("description", ""),
         source=data.get("source", ""), tables=tables, measured=data.get("measured") or {},
-        op_factors=_op_factors(data.get("op_factors"), where), overheads=_overheads(data.get("overheads"), where),
+        op_factors=_number_map(data.get("op_factors"), where, "op_factors", "op types to positive numbers", False),
+        overheads=_number_map(data.get("overheads"), where, "overheads", "event names to seconds (numbers >= 0)", True),
     )

@@ -46,11 +46,6 @@ class RuntimePlan:
     def passes(self, node: str) -> int:
         return self.kernels.get(node, 0)
 
-    @property
-    def op_type(self) -> dict[str, str]:
-        """The (last) op a node runs as, e.g. QuickGelu for a SiLU's Mul."""
-        return {n: ops[-1] for n, ops in self.ops.items() if ops}
-
 
 def optimized_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     """The graph ONNX Runtime's CPU provider runs for `model` (weights left out)."""

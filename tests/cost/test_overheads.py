@@ -13,6 +13,7 @@ from onnxmorph.cost.runtime_plan import ort_plan
 from onnxmorph.errors import ProfileError
 from onnxmorph.graph import load_model
 
+from helpers import latency_per_op
 from zoo import GraphBuilder
 
 TABLE = {"channels": [8, 64], "sizes": [1, 256], "seconds": [[1e-6, 1e-5], [1e-5, 1e-4]],
@@ -24,16 +25,6 @@ def profile(op_factors=None, overheads=None):
                               "channel_multiple": 1, "op_factors": op_factors or {}, "overheads": overheads or {},
                               "tables": {k: TABLE for k in ("conv", "conv1x1", "unary", "binary", "pool", "gemm")},
                               "measured": {}})
-
-
-def per_op(cm, keep=None):
-    i, o = cm.alive(keep)
-    t = cm.per_node("latency", i, o)
-    out = {}
-    for c, v in zip(cm.nodes, t):
-        if c.extra.get("kind") != "reorder":
-            out[c.op] = out.get(c.op, 0.0) + float(v)
-    return out
 
 
 def squeeze_excite(c=32, side=4):
@@ -49,7 +40,7 @@ def test_broadcast_spans_cost_per_span_and_shrink_with_channels():
     span = 1e-6
     with_spans = CostModel(a, profile(overheads={"broadcast_span": span}))
     without = CostModel(a, profile())
-    assert per_op(with_spans)["Mul"] - per_op(without)["Mul"] == pytest.approx(32 * span)
+    assert latency_per_op(with_spans)["Mul"] - latency_per_op(without)["Mul"] == pytest.approx(32 * span)
     # half the channels of the scaled tensor gone: half the spans
     mul = next(k for k, c in enumerate(with_spans.nodes) if c.op == "Mul" and "spans_c" in c.extra)
     i, o = with_spans.alive(None)
