@@ -350,6 +350,15 @@ def profiles_show(
         table.add_row("op factors (time / Sigmoid's)", ", ".join(f"{k} {v:g}" for k, v in p.op_factors.items()))
     if p.overheads:
         table.add_row("overheads", ", ".join(f"{k} {1e6 * v:.3g} µs" for k, v in p.overheads.items()))
+    if p.batched_matmul:
+        from .cost.batched_matmul import seconds
+
+        # what the formula gives for two attention shapes: Q·Kᵀ of ViT-B (12 heads, 197 tokens, 64 dims)
+        # and of a 7x7-window block (64 windows x 3 heads, 49 tokens, 32 dims)
+        shapes = (("ViT-B Q·Kᵀ", (12, 197, 64, 197)), ("7x7-window Q·Kᵀ", (192, 49, 32, 49)))
+        table.add_row("batched products", "; ".join(
+            f"{name} {1e6 * float(seconds(p.batched_matmul, *s)):.4g} µs (MatMul), "
+            f"{1e6 * float(seconds(p.batched_matmul, *s, op='Einsum')):.4g} µs (Einsum)" for name, s in shapes))
     out.print(table)
     for kind, t in p.tables.items():
         unit = "MAC" if TABLE_KINDS[kind] == "macs" else "byte"
@@ -379,6 +388,8 @@ def profiles_calibrate(
     threads: int = typer.Option(1, "--threads", help="ONNX Runtime intra-op threads (default 1)."),
     grid: str = typer.Option("default", "--grid", help="default | tiny (a few seconds; for tests)."),
     clock: Optional[str] = typer.Option(None, "--clock", help="cpu (thread CPU time; default with 1 thread) | wall."),
+    wait_quiet: float = typer.Option(600.0, "--wait-quiet", help="Seconds to wait for a quiet machine to measure "
+                                     "again what was measured while it was loaded (shared machines)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Measure THIS machine with ONNX Runtime micro-benchmarks and write a measured profile."""
@@ -401,8 +412,10 @@ def profiles_calibrate(
         output = output or Path.cwd() / f"{name}.json"
         if output.parent and not output.parent.exists():
             raise UsageError(f"-o {output}: folder {output.parent} does not exist")
+        if wait_quiet < 0:
+            raise UsageError(f"--wait-quiet must be >= 0, got {wait_quiet}")
         if quiet:
-            profile = calibrate(name, threads=threads, grid=grid, clock=clock)
+            profile = calibrate(name, threads=threads, grid=grid, clock=clock, quiet_budget_s=wait_quiet)
         else:
             with Progress(TextColumn("calibrating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           TextColumn("{task.description}"), console=err, transient=True) as bar:
@@ -411,7 +424,8 @@ def profiles_calibrate(
                 def progress(done, total, label):
                     bar.update(task, completed=done, total=total, description=label)
 
-                profile = calibrate(name, threads=threads, grid=grid, clock=clock, progress=progress)
+                profile = calibrate(name, threads=threads, grid=grid, clock=clock, progress=progress,
+                                    quiet_budget_s=wait_quiet)
         write_text_atomic(json.dumps(profile.to_json(), indent=1) + "\n", output)
     except OnnxMorphError as exc:
         fail(exc)

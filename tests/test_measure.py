@@ -51,7 +51,10 @@ def test_measured_ratio_above_target_retargets(monkeypatch, demo_model):
                           progress=lambda msg, **kw: messages.append(msg))
     m = res.report["measured"]
     rounds = m["rounds"]
-    assert len(rounds) >= 2 and len(seen) == len(rounds)
+    # one measurement per round, plus one confirming the round that met the target
+    assert len(rounds) >= 2 and len(seen) == len(rounds) + 1
+    assert rounds[-1]["confirmed_ratio"] == rounds[-1]["measured_ratio"] and rounds[-1]["met"]
+    assert all("confirmed_ratio" not in r for r in rounds[:-1])
     assert rounds[0]["fraction"] == F
     assert all(b["fraction"] < a["fraction"] for a, b in zip(rounds, rounds[1:]))
     for r in rounds:  # each round's prediction meets its fraction; the fake measures 15 % above it
@@ -80,8 +83,9 @@ def test_measured_ratio_within_target_is_one_round(monkeypatch, demo_model):
     plain = onnxmorph.prune(demo_model, target=f"latency={F}", profile=PROFILE)
     res = onnxmorph.prune(demo_model, target=f"latency={F}", profile=PROFILE, measure=True)
     m = res.report["measured"]
-    assert len(m["rounds"]) == 1 and len(seen) == 1 and m["chosen"] == 0 and m["met"]
+    assert len(m["rounds"]) == 1 and len(seen) == 2 and m["chosen"] == 0 and m["met"]  # measured, confirmed
     assert m["rounds"][0]["measured_ratio"] == 0.45 and m["rounds"][0]["fraction"] == F
+    assert m["rounds"][0]["confirmed_ratio"] == 0.45
     assert res.report["groups"] == plain.report["groups"]
     assert res.model.SerializeToString() == plain.model.SerializeToString()
 
@@ -159,7 +163,9 @@ def test_cli_measure(tmp_path, demo_model):
     assert m["clock"] == "thread cpu time" and isinstance(m["met"], bool)
     for r in m["rounds"]:  # every round says how noisy it was and what it had to be at or below
         assert 5 <= r["pairs"] and 0 <= r["ratio_rel_se"] < 0.5
-        assert r["met"] == (r["measured_ratio"] <= r["met_below"]) and r["met_below"] < F
+        # met: measured below the bound, and confirmed below it by a second measurement
+        assert r["met"] == (r["measured_ratio"] <= r["met_below"] and r.get("confirmed_ratio", 1.0) <= F)
+        assert r["met_below"] < F
     assert m["rounds"][0]["margin"] == 0.0 and m["met"] == any(r["met"] for r in m["rounds"])
     proc = subprocess.run(cli[:7] + ["--measure-rounds", "2"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=120)
@@ -283,6 +289,26 @@ def test_next_fraction_aims_lower_with_more_noise():
     assert steps == pytest.approx([0.45, 0.444713, 0.439426, 0.424306], abs=1e-6)  # 0.5 * aim / 0.55
     history = [(0.5, 0.525), (0.45, 0.5)]  # secant steps aim lower too
     assert next_fraction(history, F, 0.02) < next_fraction(history, F, 0.01) < next_fraction(history, F, 0.0)
+
+
+def test_a_met_round_that_a_second_measurement_does_not_confirm_is_not_met(monkeypatch, demo_model):
+    """The first measurement below the bound is the smallest of noisy numbers: 0.47 then 0.52 on the
+    same selection is not met, and the next round aims lower from both."""
+    ratios = iter([0.47, 0.52, 0.44, 0.45])
+    seen = []
+
+    def fake(original, pruned, **kw):
+        r = next(ratios)
+        seen.append(r)
+        return {"original_ms": 1.0, "pruned_ms": r, "ratio": r, "ratio_rel_se": 0.002, "pairs": 30}
+
+    monkeypatch.setattr(measure_mod, "measured_ratio", fake)
+    res = onnxmorph.prune(demo_model, target=f"latency={F}", profile=PROFILE, measure=True)
+    m = res.report["measured"]
+    assert seen == [0.47, 0.52, 0.44, 0.45]
+    first, second = m["rounds"]
+    assert first["measured_ratio"] == 0.47 and first["confirmed_ratio"] == 0.52 and not first["met"]
+    assert second["fraction"] < first["fraction"] and second["met"] and m["met"] and m["chosen"] == 1
 
 
 def test_measured_at_the_target_with_noise_retargets_and_is_never_met(monkeypatch, demo_model):

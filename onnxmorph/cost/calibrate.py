@@ -37,6 +37,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..runtime import make_session
+from . import batched_matmul
 from .op_factors import TABLE_LINKS, measure_op_factors, measure_overheads, probe_chain
 from .profile import SCHEMA, TABLE_KINDS, HardwareProfile, Table
 
@@ -52,7 +53,7 @@ GRIDS = {
         "channels": [8, 16, 32, 64, 128, 256, 512],
         "sizes": [1, 4, 16, 64, 256, 1024, 3136],  # 1: squeeze-excite convs on pooled maps
         "gemm_channels": [16, 64, 256, 1024, 2048],
-        "gemm_rows": [1, 16, 64, 256],
+        "gemm_rows": [1, 16, 64, 256, 1024],  # 1024: token rows of vision transformers (MaxViT 3136)
         "grouped_widths": [4, 8, 16, 32, 64],  # channels per group (ResNeXt, RegNet)
         "max_macs": 1.2e8,
         "max_gemm_macs": 1.1e9,  # a transformer's MatMuls: 256 rows x 2048 x 2048
@@ -75,6 +76,7 @@ GRIDS = {
         "probe_sizes": (64,),
         "exponent_points": 1,
         "factor_points": ((16, 64),),
+        "product_shapes": [(4, 16, 16, 16), (4, 16, 32, 16), (2, 32, 16, 32), (2, 32, 32, 16)],
     },
 }
 
@@ -558,8 +560,9 @@ def cpu_name() -> str:
 
 def calibrate(name: str, *, threads: int = 1, grid: str = "default", kinds=None,
               progress: Callable[[int, int, str], None] | None = None, seed: int = 0,
-              flush: bool = True, clock: str | None = None) -> HardwareProfile:
-    """Run the micro-benchmarks on this machine and return a measured profile."""
+              flush: bool = True, clock: str | None = None, quiet_budget_s: float = 600.0) -> HardwareProfile:
+    """Run the micro-benchmarks on this machine and return a measured profile. `quiet_budget_s`:
+    how long to wait for the quiet state to measure again what was measured on a loaded machine."""
     import onnxruntime as ort
 
     spec = GRIDS[grid]
@@ -601,7 +604,7 @@ def calibrate(name: str, *, threads: int = 1, grid: str = "default", kinds=None,
     labels = [f"{p.kind} c={p.channels} size={p.size}{'' if p.aligned else ' (unaligned)'}" for p in plan]
     labels += [f"{k}: all in x out channel pairs at size {size}" for k, size in grids]
     total = len(jobs)
-    done = speed.run(jobs, progress=(lambda j: progress(j, total, labels[j])) if progress else None)
+    done = speed.run(jobs, budget_s=quiet_budget_s, progress=(lambda j: progress(j, total, labels[j])) if progress else None)
     results: dict[tuple[str, bool], dict[tuple[int, int], float]] = {}
     for p, seconds in zip(plan, done):
         results.setdefault((p.kind, p.aligned), {})[(p.channels, p.size)] = seconds
@@ -637,6 +640,10 @@ def calibrate(name: str, *, threads: int = 1, grid: str = "default", kinds=None,
     overheads = speed.run([lambda: measure_overheads(threads=threads, repeats=spec["repeats"], flush=flush,
                                                      clock=clock, rng=rng)], budget_s=20.0)[0]
     overheads = {k: float(f"{v:.4g}") for k, v in overheads.items()}
+    products = batched_matmul.measure(
+        threads=threads, runs=spec["repeats"], flush=flush, columns=simd, points=spec.get("product_shapes"),
+        progress=(lambda msg: progress(total, total, msg)) if progress else None,
+        run_jobs=lambda jobs: speed.run(jobs, budget_s=min(quiet_budget_s, 30.0)))
     reference = [r for _, r in speed.samples]
     peak = max((2 * w / s for t in tables.values() if TABLE_KINDS[t.kind] == "macs"
                 for w, s in zip(t.work.ravel(), t.seconds.ravel())), default=1.0)
@@ -657,6 +664,7 @@ def calibrate(name: str, *, threads: int = 1, grid: str = "default", kinds=None,
         tables=tables,
         op_factors=factors,
         overheads=overheads,
+        batched_matmul=products,
         measured={"cpu": cpu_name(), "machine": platform.machine(), "cores": os.cpu_count(),
                   "onnxruntime": ort.__version__, "threads": threads, "grid": grid,
                   "date": datetime.date.today().isoformat(), "seconds": round(time.perf_counter() - t0, 1),

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import batched_matmul
 from .node_cost import Bilinear
-from .op_factors import relative
+from .op_factors import relative, transpose_class
 from .profile import TABLE_KINDS, HardwareProfile
 from .runtime_plan import VIEW_KERNELS
 
@@ -215,9 +216,11 @@ def declare_memory_cost(ctx, node, kind: str | None = None) -> None:
     largest = max(numels)
     extra = {"kind": kind, "fused": bool(fused_into_producer(ctx, node)),
              "size": float(largest / cmap.ids.size) if cmap is not None and cmap.ids.size else float(largest)}
-    row = _row_length(ctx, node, tensors[int(np.argmax(numels))])
+    row, how = _row_length(ctx, node, tensors[int(np.argmax(numels))])
     if row:
         extra["row"] = row
+    if how and how != "rows":
+        extra["transpose"] = how
     spans = _broadcast_spans(ctx, node) if kind == "binary" else None
     for t, numel in zip(tensors, numels):
         tmap = ctx.map(t)
@@ -234,24 +237,22 @@ def declare_memory_cost(ctx, node, kind: str | None = None) -> None:
             ctx.cost(node, None, t, 0, tmap.axes[0], bytes=Bilinear(c=F32 * numel / tmap.ids.size), extra=x)
 
 
-def _row_length(ctx, node, largest) -> float | None:
+def _row_length(ctx, node, largest) -> tuple[float | None, str | None]:
     """The rows a row-wise op works on (Softmax, LayerNorm, a bias Gelu: the last axis) or moves
-    (Transpose: the trailing axes it keeps in place; None when it moves the last one)."""
+    (Transpose: the trailing axes it keeps in place), and for a Transpose how the runtime copies it
+    (`op_factors.transpose_class`: "rows", "single_axis" or "elementwise")."""
     try:
         shape = [int(d) for d in ctx.shape(largest)]
     except (ValueError, TypeError):
-        return None
+        return None, None
     if not shape:
-        return None
+        return None, None
     if node.op == "Transpose":
-        perm = list(node.attrs.get("perm", range(len(shape) - 1, -1, -1)))
-        row = 1
-        for axis in range(len(shape) - 1, -1, -1):
-            if perm[axis] != axis:
-                break
-            row *= shape[axis]
-        return float(row) if row > 1 else None
-    return float(shape[-1])
+        src = [int(d) for d in ctx.shape(node.inputs[0])]
+        perm = [int(a) for a in node.attrs.get("perm", range(len(src) - 1, -1, -1))]
+        how, row = transpose_class(src, perm)
+        return (row if row and row > 1 else None), how
+    return float(shape[-1]), None
 
 
 def _broadcast_spans(ctx, node) -> tuple[float, set[int]] | None:
@@ -338,17 +339,23 @@ def _charge(cost, profile: HardwareProfile, plan) -> float:
     if kind not in MEMORY_KINDS:
         return 1.0
     row = cost.extra.get("row")
+    how = cost.extra.get("transpose")
+
+    def factor(op: str) -> float:
+        key = f"{op}@{how}" if how else op
+        return relative(factors, key if key in factors else op, kind, row)
+
     if plan is not None:
         # e.g. HardSwish runs as HardSigmoid + Mul; a view kernel re-labels its buffer (a fixed cost)
         ops = plan.ops.get(cost.node)
         if ops:
-            return sum(relative(factors, op, kind, row) for op in ops)
+            return sum(factor(op) for op in ops)
         if cost.node in plan.activation_pass and kind != "view":
-            return relative(factors, cost.op, kind, row)
+            return factor(cost.op)
         return 0.0
     if kind == "view" or (profile.fusion and cost.extra.get("fused", False)):
         return 0.0
-    return relative(factors, cost.op, kind, row)
+    return factor(cost.op)
 
 
 def _fixed_seconds(nodes, profile: HardwareProfile, plan) -> np.ndarray:
@@ -367,6 +374,24 @@ def _fixed_seconds(nodes, profile: HardwareProfile, plan) -> np.ndarray:
             out[k] += view * plan.views.get(c.node, 0)
         elif str(c.extra.get("kind")) == "view" and c.op in VIEW_KERNELS:
             out[k] += view
+    return out
+
+
+def _product_rates(nodes, profile: HardwareProfile) -> np.ndarray:
+    """Per declared cost: seconds per MAC of a product of two activations at its full shape, from
+    the profile's batched-product formula (0 where the roofline or a table prices the node). The
+    time then scales with the alive MACs, as pruning heads removes whole matrices of the batch."""
+    out = np.zeros(len(nodes), dtype=np.float64)
+    coef = profile.batched_matmul if profile.tables else {}
+    if not coef:
+        return out
+    for k, c in enumerate(nodes):
+        shape = c.extra.get("matmul")
+        if c.extra.get("kind") == "attention" and shape:
+            b, m, kk, n = (float(v) for v in shape)
+            macs = b * m * kk * n
+            if macs > 0:
+                out[k] = float(batched_matmul.seconds(coef, b, m, kk, n, op=c.op)) / macs
     return out
 
 
@@ -394,6 +419,8 @@ class LatencyModel:
         self.spans = span * (self.charge > 0)[:, None] * np.array(
             [[float(c.extra.get("spans_c", 0.0)), float(c.extra.get("spans_d", 0.0))] for c in nodes],
             dtype=np.float64).reshape(n, 2)
+        # products of two activations (attention) on measured profiles: seconds per MAC at full size
+        self.product_rate = _product_rates(nodes, profile)
         self.tables = []
         self.node_table = np.full(n, -1, dtype=np.int64)
         self.feature_io = np.zeros(n, dtype=bool)
@@ -484,6 +511,8 @@ class LatencyModel:
                 scale = (1.0 - PAD_SLOPE) * scale + PAD_SLOPE
                 work = np.where(self.work_is_macs[idx[sel]], macs[sel], nbytes[sel]) * scale
                 t[sel] = per_unit * work * table.kernel_factor(self.kernel[idx[sel]])
+        rate = self.product_rate[idx]
+        t = np.where(rate > 0, macs * rate, t)
         spans = self.spans[idx]
         return t * self.charge[idx] + spans[:, 0] * o + spans[:, 1] + self.fixed[idx]
 
@@ -506,6 +535,9 @@ class LatencyModel:
                       scale * (b[:, 0] * o + b[:, 1]) / p.bandwidth)
         do = np.where(compute_bound, 2.0 * (m[:, 0] * i + m[:, 2]) / p.peak_flops,
                       scale * (b[:, 0] * i + b[:, 2]) / p.bandwidth)
+        rate = self.product_rate
+        di = np.where(rate > 0, rate * (m[:, 0] * o + m[:, 1]), di)
+        do = np.where(rate > 0, rate * (m[:, 0] * i + m[:, 2]), do)
         di, do = di * self.charge, do * self.charge + self.spans[:, 0]
         tab = self.node_table >= 0
         if tab.any():

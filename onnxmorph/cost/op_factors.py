@@ -67,6 +67,12 @@ def _bias_gelu(x, j, shape, inits):
     return [helper.make_node("BiasGelu", [x, bias], [f"y{j}"], domain=MS)], f"y{j}"
 
 
+def _transposes(perm: list[int], inverse: list[int]) -> Link:
+    def link(x, j, shape, inits):
+        return [helper.make_node("Transpose", [x], [f"y{j}"], perm=perm if j % 2 == 0 else inverse)], f"y{j}"
+    return link
+
+
 def _maxpool(x, j, shape, inits):
     return [helper.make_node("MaxPool", [x], [f"y{j}"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])], f"y{j}"
 
@@ -90,6 +96,15 @@ PROBES: dict[str, Link] = {
     "Transpose": _unary("Transpose", perm=[0, 2, 1, 3]),
     "MaxPool": _maxpool,
 }
+# Transposes that move the last axis (no contiguous rows to copy) run one of two ways in ONNX
+# Runtime: moving a single axis (NCHW <-> NHWC) has a blocked kernel, about as fast as a Sigmoid;
+# any other permutation is copied element by element, 10-15x slower (MaxViT's window partition,
+# [B, C, h, p, w, p] -> [B, h, w, p, p, C]). Factor key -> (link, probe shape at (channels, side)).
+TRANSPOSE_PROBES: dict[str, tuple[Link, Callable[[int, int], list[int]]]] = {
+    "Transpose@single_axis": (_transposes([0, 2, 3, 1], [0, 3, 1, 2]), lambda c, side: [1, c, side, side]),
+    "Transpose@elementwise": (_transposes([0, 2, 4, 3, 5, 1], [0, 5, 1, 3, 2, 4]),
+                              lambda c, side: [1, c, 2, max(side // 2, 1), 2, max(side // 2, 1)]),
+}
 # the links the unary, binary and pool tables are measured with (calibrate.build_chain)
 TABLE_LINKS: dict[str, Link] = {"unary": _unary("Sigmoid"), "binary": _binary("Add"), "pool": _maxpool}
 # the op each table was measured with: a node priced with that table divides by its factor
@@ -104,6 +119,35 @@ ROW_OPS = frozenset({"Softmax", "LayerNormalization", "BiasGelu", "Transpose"})
 ROW_LENGTHS = (16, 256)
 POINTS = ((64, 1024), (256, 64))
 SPAN_POINTS = ((128, 4), (256, 16))
+
+
+def transpose_class(shape: list[int], perm: list[int]) -> tuple[str, float | None]:
+    """How ONNX Runtime copies a Transpose of `shape` by `perm`: ("rows", row length) when the last
+    axis stays in place (rows of the trailing kept axes are copied), else "single_axis" (one axis
+    moves, the rest keep their order) or "elementwise". Size-1 axes are dropped and axes that stay
+    adjacent are merged first, as they move together."""
+    keep = [a for a in range(len(shape)) if shape[a] != 1]
+    order = [a for a in perm if shape[a] != 1]
+    rank = {a: i for i, a in enumerate(keep)}
+    order = [rank[a] for a in order]
+    sizes = [shape[a] for a in keep]
+    groups: list[list[int]] = []  # runs of input axes that stay adjacent and in order
+    for a in order:
+        if groups and groups[-1][-1] + 1 == a:
+            groups[-1].append(a)
+        else:
+            groups.append([a])
+    merged = sorted(range(len(groups)), key=lambda g: groups[g][0])  # merged axes in input order
+    out = [merged.index(g) for g in range(len(groups))]  # output order of the merged input axes
+    n = len(out)
+    if n <= 1 or out[-1] == n - 1:
+        last = groups[out.index(n - 1)] if n else []
+        return "rows", float(np.prod([sizes[a] for a in last])) if last else 1.0
+    for moved in range(n):
+        rest = [a for a in out if a != moved]
+        if rest == sorted(rest):
+            return "single_axis", None
+    return "elementwise", None
 
 
 def relative(factors: dict[str, float], op: str, kind: str, row: float | None = None) -> float:
@@ -169,6 +213,16 @@ def measure_op_factors(*, threads: int, repeats: int, flush: bool, clock: str, r
         factors[op] = round(max(med[long] - b / long, 0.05), 3)
         if b > 0:
             factors[f"{op}@row"] = round(b, 3)
+    for key, (link, shape_at) in TRANSPOSE_PROBES.items():
+        if progress:
+            progress(f"op factor: {key}")
+        ratios = []
+        for c, size in points:
+            shape = shape_at(c, int(round(np.sqrt(size))))
+            t = time_models(lambda n, sh=shape, lk=link: probe_chain(lk, sh, n), **opts)
+            base = time_models(lambda n, sh=shape: probe_chain(_unary("Sigmoid"), sh, n), **opts)
+            ratios.append(t / base)
+        factors[key] = round(float(np.median(ratios)), 3)
     if progress:
         progress("op factor: layout reorders")
     factors["Reorder"] = round(reorder_factor(threads=threads, repeats=repeats, flush=flush, clock=clock, rng=rng,

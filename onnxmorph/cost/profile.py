@@ -16,6 +16,9 @@ A profile is one JSON object (the built-in ones live in `onnxmorph/profiles/*.js
       "fusion": true,                    # BN/activations/residual adds folded into the conv before them
       "source": "...",                   # where the numbers come from
       "op_factors": {"Relu": 0.6, ...},  # optional: element-wise op types against their table's op
+      "overheads": {"view": 3e-6, ...},  # optional: fixed seconds per event (see op_factors.py)
+      "batched_matmul": {"call": ..., "pack": ..., "write": ..., "mac": ...},  # optional: seconds per
+                                         # term of a product of two activations (batched_matmul.py)
       "tables": {                        # optional: measured latency tables (see `Table`)
         "conv": {"channels": [...], "sizes": [...], "seconds": [[...]], "work": [[...]],
                  "unaligned": {"channels": [...], "seconds": [[...]], "work": [[...]]}}
@@ -165,6 +168,8 @@ class HardwareProfile:
     # fixed seconds the runtime pays per event (see op_factors.OVERHEADS): a kernel that only
     # re-labels a buffer ("view"), one span of a broadcasting element-wise op ("broadcast_span")
     overheads: dict[str, float] = field(default_factory=dict)
+    # products of two activations (attention): seconds per term of batched_matmul's formula
+    batched_matmul: dict[str, float] = field(default_factory=dict)
     path: str | None = None
 
     @property
@@ -197,6 +202,8 @@ class HardwareProfile:
             d["op_factors"] = dict(self.op_factors)
         if self.overheads:
             d["overheads"] = dict(self.overheads)
+        if self.batched_matmul:
+            d["batched_matmul"] = dict(self.batched_matmul)
         return d
 
 
@@ -369,4 +376,6 @@ def profile_from_dict(data, where: str = "profile") -> HardwareProfile:
         source=data.get("source", ""), tables=tables, measured=data.get("measured") or {},
         op_factors=_number_map(data.get("op_factors"), where, "op_factors", "op types to positive numbers", False),
         overheads=_number_map(data.get("overheads"), where, "overheads", "event names to seconds (numbers >= 0)", True),
+        batched_matmul=_number_map(data.get("batched_matmul"), where, "batched_matmul",
+                                   "formula terms to seconds (numbers >= 0)", True),
     )

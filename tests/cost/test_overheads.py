@@ -7,7 +7,7 @@ import pytest
 from onnxmorph.analysis import analyze
 from onnxmorph.cost import CostModel
 from onnxmorph.cost.calibrate import MachineSpeed
-from onnxmorph.cost.op_factors import probe_shapes, relative
+from onnxmorph.cost.op_factors import probe_shapes, relative, transpose_class
 from onnxmorph.cost.profile import profile_from_dict
 from onnxmorph.cost.runtime_plan import ort_plan
 from onnxmorph.errors import ProfileError
@@ -18,6 +18,15 @@ from zoo import GraphBuilder
 
 TABLE = {"channels": [8, 64], "sizes": [1, 256], "seconds": [[1e-6, 1e-5], [1e-5, 1e-4]],
          "work": [[100, 1000], [1000, 10000]]}
+
+
+def latency_per_node(cm, op):
+    """Predicted seconds per node of op type `op` (reorders left out)."""
+    out = {}
+    for c, v in zip(cm.nodes, cm.per_node("latency", *cm.alive(None))):
+        if c.op == op and c.extra.get("kind") != "reorder":
+            out[c.node] = out.get(c.node, 0.0) + v
+    return out
 
 
 def profile(op_factors=None, overheads=None):
@@ -88,6 +97,35 @@ def test_row_lengths_of_row_wise_ops_and_transposes():
             rows.setdefault((c.op, c.node), c.extra.get("row"))
     got = sorted((op, r or 0.0) for (op, _), r in rows.items() if op in ("Softmax", "Transpose"))
     assert got == [("Softmax", 48.0), ("Transpose", 0.0), ("Transpose", 12.0)]  # 0: moves single elements
+
+
+@pytest.mark.parametrize("shape, perm, expected", [
+    ([1, 10, 4, 12], [0, 2, 1, 3], ("rows", 12.0)),       # attention's head split: rows of the head dim
+    ([64, 49, 3, 32], [2, 0, 1, 3], ("rows", 32.0)),      # windows x tokens move together
+    ([1, 64, 56, 56], [0, 2, 3, 1], ("single_axis", None)),  # NCHW -> NHWC
+    ([1, 56, 56, 64], [0, 3, 1, 2], ("single_axis", None)),  # NHWC -> NCHW
+    ([1, 3, 196, 64], [0, 1, 3, 2], ("single_axis", None)),  # K transposed for Q·Kᵀ
+    ([1, 64, 8, 7, 8, 7], [0, 2, 4, 3, 5, 1], ("elementwise", None)),  # MaxViT window partition
+    ([3, 1, 8], [1, 0, 2], ("rows", 24.0)),               # only a size-1 axis moves: one copy
+])
+def test_how_the_runtime_copies_a_transpose(shape, perm, expected):
+    assert transpose_class(shape, perm) == expected
+
+
+def test_transposes_are_priced_by_how_the_runtime_copies_them():
+    """An element-by-element Transpose costs its own factor; NCHW -> NHWC the single-axis one; old
+    profiles without these factors price both like the row-copy Transpose (long rows)."""
+    b = GraphBuilder("transposes")
+    x = b.op("Sigmoid", [b.input([1, 16, 8, 8])])  # not a conv: ONNX Runtime folds NHWC into its reorder
+    nhwc = b.op("Transpose", [x], perm=[0, 2, 3, 1])
+    part = b.op("Reshape", [x, b.const(np.array([1, 16, 2, 4, 2, 4], np.int64))])
+    windows = b.op("Transpose", [part], perm=[0, 2, 4, 3, 5, 1])
+    a = analyze(load_model(b.build(nhwc, windows)))
+    base = {"Transpose": 0.5}
+    old = latency_per_node(CostModel(a, profile(op_factors=base)), "Transpose")
+    new = latency_per_node(CostModel(a, profile(op_factors={**base, "Transpose@single_axis": 0.75,
+                                                             "Transpose@elementwise": 12.0})), "Transpose")
+    assert sorted(round(new[k] / old[k], 6) for k in old) == [1.5, 24.0]
 
 
 def test_factors_are_relative_to_the_op_each_table_was_measured_with():

@@ -89,9 +89,7 @@ def propagate_product(node, ctx, roles_a, roles_b, contracted: list[int]) -> Non
     except ValueError:
         # The node becomes a leaf (its channels frozen), but its MACs still count.
         if not any(c.node == node.name for c in ctx.costs):
-            sa, sb, sy = ctx.shape(node.inputs[0]), ctx.shape(node.inputs[1]), ctx.shape(node.outputs[0])
-            _declare_cost(node, ctx, None, node.outputs[0], int(np.prod(sy)) * int(np.prod(contracted)), 1,
-                          sa, sb, sy)
+            _declare_cost(node, ctx, None, node.outputs[0], 1, roles_a, roles_b, contracted)
         raise
 
 
@@ -105,11 +103,10 @@ def propagate_matmul_activations(node, ctx) -> None:
 def _propagate(node, ctx, roles_a, roles_b, contracted) -> None:
     a, b = node.inputs[0], node.inputs[1]
     y = node.outputs[0]
-    sa, sb, sy = ctx.shape(a), ctx.shape(b), ctx.shape(y)
-    total = int(np.prod(sy)) * int(np.prod(contracted))
+    sa, sb = ctx.shape(a), ctx.shape(b)
     ma, mb = ctx.map(a), ctx.map(b)
     if ma is None and mb is None:
-        _declare_cost(node, ctx, None, y, total, 1, sa, sb, sy)
+        _declare_cost(node, ctx, None, y, 1, roles_a, roles_b, contracted)
         return
     mode = ctx.options.attention
     if mode == "off":
@@ -197,13 +194,21 @@ def _propagate(node, ctx, roles_a, roles_b, contracted) -> None:
         if grid is not None and shrinkable <= set(roles) and (chosen is None or grid.size > chosen[1].size):
             chosen = (t, grid)
     if chosen is None:
-        _declare_cost(node, ctx, None, y, total, 1, sa, sb, sy)
+        _declare_cost(node, ctx, None, y, 1, roles_a, roles_b, contracted)
     else:
-        _declare_cost(node, ctx, chosen[0], y, total, chosen[1].size, sa, sb, sy)
+        _declare_cost(node, ctx, chosen[0], y, chosen[1].size, roles_a, roles_b, contracted)
 
 
-def _declare_cost(node, ctx, in_t, y, total: int, positions: int, sa, sb, sy) -> None:
-    """MACs and bytes proportional to the alive positions of `in_t` (constant when None)."""
+def _declare_cost(node, ctx, in_t, y, positions: int, roles_a, roles_b, contracted) -> None:
+    """MACs and bytes proportional to the alive positions of `in_t` (constant when None). The cost
+    also records the product's shape as `batch` matrix products [m, k] x [k, n] (`matmul`), which
+    measured profiles price with their batched-product formula (cost/batched_matmul.py)."""
+    sa, sb, sy = ctx.shape(node.inputs[0]), ctx.shape(node.inputs[1]), ctx.shape(y)
+    total = int(np.prod(sy)) * int(np.prod(contracted))
+    m = int(np.prod([d for d, r in zip(sa, roles_a) if r[0] == "f"]))
+    n = int(np.prod([d for d, r in zip(sb, roles_b) if r[0] == "f"]))
+    k = int(np.prod(contracted))
+    batch = float(np.prod(sy)) / max(m * n, 1)
     moved = F32 * float(np.prod(sa) + np.prod(sb) + np.prod(sy))
     if in_t is None:
         macs, nbytes = Bilinear(d=total), Bilinear(d=moved)
@@ -211,7 +216,8 @@ def _declare_cost(node, ctx, in_t, y, total: int, positions: int, sa, sb, sy) ->
         coef = total // positions if total % positions == 0 else total / positions
         macs, nbytes = Bilinear(b=coef), Bilinear(b=moved / positions)
     ctx.cost(node, in_t, y if in_t is not None and ctx.map(y) is not None else None, len(sa) - 1, len(sy) - 1,
-             macs=macs, bytes=nbytes, extra={"kind": "attention", "size": float(total)})
+             macs=macs, bytes=nbytes,
+             extra={"kind": "attention", "size": float(total), "matmul": (batch, float(m), float(k), float(n))})
 
 
 @register
