@@ -1,12 +1,13 @@
 """Measure this machine with ONNX Runtime micro-benchmarks and build a measured hardware profile.
 
-Dense convolutions (3x3 and 1x1) are measured on an (in channels, out channels, size) grid: for
-each size one chain of convs walks through every (in, out) pair of the channel grid (an Euler
-circuit), and ONNX Runtime's profiler times each kernel, so every conv reads the output of a conv
-of another shape, as inside a network (a 16->96 conv runs at another speed per MAC than a 96->16
-or a 39->39 one). The profiler's own cost per kernel is measured and taken off.
+Dense convolutions (3x3 and 1x1) and MatMuls with a weight (linear layers) are measured on an (in
+channels, out channels, size) grid: for each size (rows for a MatMul) one chain walks through every
+(in, out) pair of the channel grid (an Euler circuit), and ONNX Runtime's profiler times each
+kernel, so every node reads the output of a node of another shape, as inside a network (a 16->96
+conv runs at another speed per MAC than a 96->16 or a 39->39 one; a 768->3072 MLP layer at 60
+GMAC/s where a square 1536 one runs at 45). The profiler's own cost per kernel is taken off.
 
-The other kinds (depthwise Conv, MatMul, an element-wise unary and binary op, MaxPool), and dense
+The other kinds (depthwise Conv, grouped Conv, an element-wise unary and binary op, MaxPool), and dense
 convs at channel counts that leave the fast kernels (`unaligned`), are timed per point of a grid
 of channel counts x sizes as a chain of 1 and of n identical nodes (warm-up, then the median of
 interleaved repeats); one node is the difference divided by n - 1, which cancels the fixed cost
@@ -37,7 +38,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..runtime import make_session
-from . import batched_matmul
+from . import batched_matmul, subnormal
 from .op_factors import TABLE_LINKS, measure_op_factors, measure_overheads, probe_chain
 from .profile import SCHEMA, TABLE_KINDS, HardwareProfile, Table
 
@@ -113,6 +114,17 @@ def conv_path(widths: list[int], side: int, k: int, rng) -> onnx.ModelProto:
     return _model(nodes, inits, {"x": [1, widths[0], side, side]}, x)
 
 
+def matmul_path(widths: list[int], rows: int, rng) -> onnx.ModelProto:
+    """MatMuls of [rows, widths[j]] by a [widths[j], widths[j + 1]] weight (a linear layer without its
+    bias), named after their outputs `y{j}`."""
+    nodes, inits, x = [], [], "x"
+    for j, (ci, co) in enumerate(zip(widths[:-1], widths[1:])):
+        inits.append(numpy_helper.from_array((rng.standard_normal((ci, co)) / np.sqrt(ci)).astype(np.float32), f"w{j}"))
+        nodes.append(helper.make_node("MatMul", [x, f"w{j}"], [f"y{j}"], name=f"y{j}"))
+        x = f"y{j}"
+    return _model(nodes, inits, {"x": [rows, widths[0]]}, x)
+
+
 def euler_circuit(vertices: list[int], edges: set[tuple[int, int]]) -> list[int]:
     """A closed walk through `vertices` that uses every directed edge once (Hierholzer). `edges` must
     be symmetric (with (a, b) also (b, a)) and connected, so that such a walk exists."""
@@ -174,7 +186,8 @@ def _trimmed_mean(values: list[float]) -> float:
     return max(float(v[q: len(v) - q].mean()), 1e-7)
 
 
-IO_KINDS = {"conv": 3, "conv1x1": 1}  # dense conv kinds measured on an (in, out, size) grid: kernel side
+# kinds measured on an (in, out, size) grid -> kernel side (gemm: a MatMul of [rows, in] x [in, out])
+IO_KINDS = {"conv": 3, "conv1x1": 1, "gemm": 1}
 
 
 def io_work(kind: str, ci: int, co: int, size: int) -> float:
@@ -194,7 +207,8 @@ def measure_io_grid(kind: str, channels: list[int], size: int, cap: float, *, th
     side = int(round(np.sqrt(size)))
     # the first kernels after a cache flush also pay for cold code and page tables: unmeasured lead-in
     walk = [walk[0]] * LEAD_IN + walk
-    times = kernel_times(conv_path(walk, side, IO_KINDS[kind], rng), threads=threads, runs=runs, flush=flush)
+    model = matmul_path(walk, size, rng) if kind == "gemm" else conv_path(walk, side, IO_KINDS[kind], rng)
+    times = kernel_times(model, threads=threads, runs=runs, flush=flush)
     offset = profiler_offset(threads)
     return {(a, b, size): max(times[f"y{j}"] - offset, 1e-7)
             for j, (a, b) in enumerate(zip(walk[:-1], walk[1:])) if j >= LEAD_IN and f"y{j}" in times}
@@ -582,14 +596,11 @@ def calibrate(name: str, *, threads: int = 1, grid: str = "default", kinds=None,
     multiple = max(simd, fast)
     plan: list[Point] = []
     for kind in kinds:
-        if kind == "gemm":
-            plan += [Point(kind, c, r, True) for c in spec["gemm_channels"] for r in spec["gemm_rows"]]
-            continue
         if kind == "grouped":
             plan += [Point(kind, w, s, True) for w in spec["grouped_widths"] for s in spec["sizes"]]
             continue
         split = fast > 1 and kind in ("conv", "conv1x1", "depthwise", "pool")
-        aligned_runs = (False,) if kind in IO_KINDS else (True,)  # aligned dense convs: the io grid
+        aligned_runs = () if kind in IO_KINDS else (True,)  # aligned dense convs and MatMuls: the io grid
         for aligned in dict.fromkeys(aligned_runs + ((False,) if split else ())):
             for c in spec["channels"]:
                 cc = c if aligned else _unaligned(c, fast)
@@ -597,9 +608,12 @@ def calibrate(name: str, *, threads: int = 1, grid: str = "default", kinds=None,
     cap = {k: spec["max_macs"] if TABLE_KINDS[k] == "macs" else spec["max_bytes"] for k in TABLE_KINDS}
     cap["gemm"] = spec["max_gemm_macs"]
     plan = [p for p in plan if work_of(p.kind, p.channels, p.size) <= cap[p.kind]]
-    grids = [(kind, size) for kind in kinds if kind in IO_KINDS for size in spec["sizes"]]
+    # (in, out, size) grids: dense convs over the channel grid and sizes, MatMuls over their own
+    io_channels = {k: spec["gemm_channels"] if k == "gemm" else spec["channels"] for k in IO_KINDS}
+    io_sizes = {k: spec["gemm_rows"] if k == "gemm" else spec["sizes"] for k in IO_KINDS}
+    grids = [(kind, size) for kind in kinds if kind in IO_KINDS for size in io_sizes[kind]]
     jobs = [lambda p=p: time_node(p.kind, p.channels, p.size, rng=rng, **opts) for p in plan]
-    jobs += [lambda k=k, size=size: measure_io_grid(k, spec["channels"], size, cap[k], threads=threads,
+    jobs += [lambda k=k, size=size: measure_io_grid(k, io_channels[k], size, cap[k], threads=threads,
                                                     runs=spec["repeats"], flush=flush, rng=rng) for k, size in grids]
     labels = [f"{p.kind} c={p.channels} size={p.size}{'' if p.aligned else ' (unaligned)'}" for p in plan]
     labels += [f"{k}: all in x out channel pairs at size {size}" for k, size in grids]
@@ -622,7 +636,7 @@ def calibrate(name: str, *, threads: int = 1, grid: str = "default", kinds=None,
     tables = {}
     for kind in kinds:
         if kind in io_points:
-            main = _io_table(kind, io_points[kind], spec["channels"], spec["sizes"])
+            main = _io_table(kind, io_points[kind], io_channels[kind], io_sizes[kind])
         else:
             main = _table(kind, results.get((kind, True), {}))
         if main is None:
@@ -639,6 +653,9 @@ def calibrate(name: str, *, threads: int = 1, grid: str = "default", kinds=None,
                                  progress=(lambda msg: progress(total, total, msg)) if progress else None)
     overheads = speed.run([lambda: measure_overheads(threads=threads, repeats=spec["repeats"], flush=flush,
                                                      clock=clock, rng=rng)], budget_s=20.0)[0]
+    plain, masked = speed.run([lambda m=m: subnormal.probe_seconds(m, threads=threads, runs=spec["repeats"], flush=flush)
+                               for m in (0.0, subnormal.PROBE_MASKED)], budget_s=min(quiet_budget_s, 30.0))
+    overheads.update(subnormal.overheads(plain, masked))
     overheads = {k: float(f"{v:.4g}") for k, v in overheads.items()}
     products = batched_matmul.measure(
         threads=threads, runs=spec["repeats"], flush=flush, columns=simd, points=spec.get("product_shapes"),

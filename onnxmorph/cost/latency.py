@@ -15,6 +15,7 @@ from .node_cost import Bilinear
 from .op_factors import relative, transpose_class
 from .profile import TABLE_KINDS, HardwareProfile
 from .runtime_plan import VIEW_KERNELS
+from .subnormal import subnormal_fraction
 
 F32 = 4  # the cost model counts bytes of float32 elements; profiles rescale to their dtype
 
@@ -219,6 +220,10 @@ def declare_memory_cost(ctx, node, kind: str | None = None) -> None:
     row, how = _row_length(ctx, node, tensors[int(np.argmax(numels))])
     if row:
         extra["row"] = row
+    if node.op == "Softmax" and out is not None:
+        share = subnormal_fraction(out)
+        if share > 0:
+            extra["subnormal_outputs"] = share * float(largest)
     if how and how != "rows":
         extra["transpose"] = how
     spans = _broadcast_spans(ctx, node) if kind == "binary" else None
@@ -360,14 +365,19 @@ def _charge(cost, profile: HardwareProfile, plan) -> float:
 
 def _fixed_seconds(nodes, profile: HardwareProfile, plan) -> np.ndarray:
     """Seconds per declared cost that do not depend on channel counts: the view kernels a node
-    runs as (a Reshape, or the Squeeze ONNX Runtime makes of a Gather), once per node."""
+    runs as (a Reshape, or the Squeeze ONNX Runtime makes of a Gather), once per node, and the
+    subnormal outputs of a softmax over a constant mask (`subnormal.py`)."""
     out = np.zeros(len(nodes), dtype=np.float64)
-    view = profile.overheads.get("view", 0.0) if profile.tables else 0.0
-    if not view:
+    if not profile.tables:
         return out
-    seen = set()
+    view = profile.overheads.get("view", 0.0)
+    per_subnormal = profile.overheads.get("subnormal_exp", 0.0)
+    seen, subnormal = set(), set()
     for k, c in enumerate(nodes):
-        if c.node in seen:
+        if per_subnormal and "subnormal_outputs" in c.extra and c.node not in subnormal:
+            subnormal.add(c.node)
+            out[k] += per_subnormal * float(c.extra["subnormal_outputs"])
+        if not view or c.node in seen:
             continue
         seen.add(c.node)
         if plan is not None:
@@ -385,6 +395,7 @@ def _product_rates(nodes, profile: HardwareProfile) -> np.ndarray:
     coef = profile.batched_matmul if profile.tables else {}
     if not coef:
         return out
+    per_subnormal = profile.overheads.get("subnormal_mac", 0.0)  # per subnormal MAC (a softmax's output)
     for k, c in enumerate(nodes):
         shape = c.extra.get("matmul")
         if c.extra.get("kind") == "attention" and shape:
@@ -392,6 +403,7 @@ def _product_rates(nodes, profile: HardwareProfile) -> np.ndarray:
             macs = b * m * kk * n
             if macs > 0:
                 out[k] = float(batched_matmul.seconds(coef, b, m, kk, n, op=c.op)) / macs
+                out[k] += per_subnormal * float(c.extra.get("subnormal_share", 0.0))
     return out
 
 

@@ -143,6 +143,21 @@ def test_io_grid_measures_every_pair_and_asymmetry_is_real():
     assert times[(64, 64, 256)] > times[(8, 64, 256)]
 
 
+def test_gemm_io_grid_times_rectangular_matmuls_read_by_in_and_out():
+    """Linear layers are rectangular (a transformer MLP's C -> 4C): the gemm table is measured per
+    (in, out, rows), and a MatMul is read at its own in and out, not at sqrt(in * out)."""
+    from onnxmorph.cost.calibrate import _io_table
+
+    times = measure_io_grid("gemm", [16, 256], 64, cap=1e9, threads=1, runs=5, flush=False,
+                            rng=np.random.default_rng(0))
+    assert set(times) == {(a, b, 64) for a in (16, 256) for b in (16, 256)}
+    assert times[(256, 256, 64)] > times[(16, 256, 64)]  # 16x the MACs
+    table = _io_table("gemm", times, [16, 256], [64])
+    assert table.out_channels is not None and table.seconds.shape == (2, 2, 1)
+    per_unit = table.per_unit(np.array([16.0]), np.array([64.0]), np.array([256.0]))
+    assert per_unit[0] * 16 * 256 * 64 == pytest.approx(times[(16, 256, 64)], rel=1e-6)
+
+
 def test_kernel_times_names_nodes():
     from onnxmorph.cost.calibrate import conv_path
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...cost.node_cost import Bilinear
+from ...cost.subnormal import subnormal_fraction
 from ..channels import ChannelMap, tie_fibers, tie_slices
 from .base import OpHandler, const_value, register
 from .conv import F32
@@ -215,9 +216,12 @@ def _declare_cost(node, ctx, in_t, y, positions: int, roles_a, roles_b, contract
     else:
         coef = total // positions if total % positions == 0 else total / positions
         macs, nbytes = Bilinear(b=coef), Bilinear(b=moved / positions)
+    extra = {"kind": "attention", "size": float(total), "matmul": (batch, float(m), float(k), float(n))}
+    share = subnormal_fraction(node.inputs[0])  # attn·V after a softmax over a -100 mask
+    if share > 0:
+        extra["subnormal_share"] = share
     ctx.cost(node, in_t, y if in_t is not None and ctx.map(y) is not None else None, len(sa) - 1, len(sy) - 1,
-             macs=macs, bytes=nbytes,
-             extra={"kind": "attention", "size": float(total), "matmul": (batch, float(m), float(k), float(n))})
+             macs=macs, bytes=nbytes, extra=extra)
 
 
 @register
