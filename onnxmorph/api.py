@@ -396,12 +396,11 @@ def retarget_measured(decide, selection, relaxed, analysis, original, fraction, 
             c = measuring.measured_ratio(original, pruned, threads=threads)
             met = measured_met(c["ratio"], _rel_se(c), fraction)
             row.update(confirmed_ratio=round(c["ratio"], 6), confirmed_rel_se=_num(_rel_se(c)), met=met)
-            # both measurements steer the next round
-            m = dict(m, ratio=float(np.sqrt(m["ratio"] * c["ratio"])))
-            se = float(np.hypot(se, _rel_se(c))) / 2.0
+            # the unbiased one steers the next round (it is above its own bound, so above the aim)
+            m, se = c, _rel_se(c)
         done = met or r + 1 == rounds or not selection.reached  # (not reached: nothing more to remove)
-        line = (f"measuring latency (round {r + 1}/{rounds}): predicted {predicted:.3f}x, measured {m['ratio']:.3f}x "
-                f"(±{100 * se:.1f} %)" + ("" if "confirmed_ratio" not in row else
+        line = (f"measuring latency (round {r + 1}/{rounds}): predicted {predicted:.3f}x, "
+                f"measured {row['measured_ratio']:.3f}x (±{100 * (row['ratio_rel_se'] or 0.0):.1f} %)" + ("" if "confirmed_ratio" not in row else
                                          f", confirmed {row['confirmed_ratio']:.3f}x" if met else
                                          f", not confirmed ({row['confirmed_ratio']:.3f}x)"))
         if done:

@@ -177,7 +177,8 @@ def do_measured(args) -> int:
     zoo = Path(args.zoo)
     rows = {}
     runs = [("predicted", "latency=0.5", False), ("measured", "latency=0.5", True), ("flops", "flops=0.5", False)]
-    print("| model | flops=0.5 | latency=0.5 (predicted only) | latency=0.5 --measure: rounds (measured) "
+    print("| model | flops=0.5 | latency=0.5 (predicted only) | latency=0.5 --measure: rounds (measured; "
+          "a met round's second measurement) "
           "| --measure re-measured | met (loop / re-measured) |")
     print("|---|---:|---:|---|---:|---|")
     for name in cnn_names(zoo, args.models, args.skip):
@@ -203,7 +204,9 @@ def do_measured(args) -> int:
             return f"{r[field]:.3f}" if field in r else r.get("error", "-")[:60]
 
         m = row.get("measured", {})
-        rounds = " → ".join(f"{x['measured_ratio']:.3f}" for x in (m.get("measured") or {}).get("rounds", []))
+        rounds = " → ".join(f"{x['measured_ratio']:.3f}" + (f" (confirmed {x['confirmed_ratio']:.3f})"
+                                                             if "confirmed_ratio" in x else "")
+                            for x in (m.get("measured") or {}).get("rounds", []))
         loop_met = (m.get("measured") or {}).get("met")
         re_met = m.get("remeasured", 9) <= 0.5
         print(f"| {name} | {cell('flops')} | {cell('predicted')} | {rounds} | {cell('measured')} "
