@@ -287,8 +287,11 @@ class MachineSpeed:
         """The quiet machine's reference time (median of the quiet samples)."""
         return float(np.median([r for _, r in self.samples if self.quiet(r)]))
 
-    def run(self, jobs: list, budget_s: float = 120.0, progress: Callable[[int], None] | None = None) -> list:
-        """Results of `jobs` (callables returning seconds or a dict of them), as on the quiet machine."""
+    def run(self, jobs: list, budget_s: float = 120.0, progress: Callable[[int], None] | None = None,
+            rescale: bool = True) -> list:
+        """Results of `jobs` (callables returning seconds or a dict of them), as on the quiet machine.
+        `rescale=False`: the results are ratios of back-to-back timings (no unit to rescale); what is
+        still loaded when the budget is spent is kept as measured."""
         history: list[list[tuple[object, float, float]]] = [[] for _ in jobs]  # (value, before, after)
 
         def measure(todo: list[int], deadline: float | None = None) -> None:
@@ -324,6 +327,8 @@ class MachineSpeed:
             measure(list(again), deadline)
             again = loaded()
         self.loaded_left += len(again)
+        if not rescale:
+            return [next((e[0] for e in reversed(h) if is_quiet(e)), h[-1][0]) for h in history]
         pairs = []
         for h in history:
             q = [e for e in h if is_quiet(e)]
@@ -592,7 +597,8 @@ def calibrate(name: str, *, threads: int = 1, grid: str = "default", kinds=None,
     speed.sample()
     if progress:
         progress(0, 1, "probing channel alignment")
-    fast, alignment = probe_channel_multiple(rng=rng, sizes=spec["probe_sizes"], **opts)
+    fast, alignment = probe_channel_multiple(rng=rng, sizes=spec["probe_sizes"],
+                                             run_jobs=lambda jobs: speed.run(jobs, budget_s=quiet_budget_s), **opts)
     multiple = max(simd, fast)
     plan: list[Point] = []
     for kind in kinds:
@@ -650,7 +656,8 @@ def calibrate(name: str, *, threads: int = 1, grid: str = "default", kinds=None,
         tables[kind] = main
     factors = measure_op_factors(threads=threads, repeats=spec["repeats"], flush=flush, clock=clock, rng=rng,
                                  points=spec["factor_points"],
-                                 progress=(lambda msg: progress(total, total, msg)) if progress else None)
+                                 progress=(lambda msg: progress(total, total, msg)) if progress else None,
+                                 run_jobs=lambda jobs: speed.run(jobs, budget_s=quiet_budget_s, rescale=False))
     overheads = speed.run([lambda: measure_overheads(threads=threads, repeats=spec["repeats"], flush=flush,
                                                      clock=clock, rng=rng)], budget_s=20.0)[0]
     plain, masked = speed.run([lambda m=m: subnormal.probe_seconds(m, threads=threads, runs=spec["repeats"], flush=flush)
@@ -701,19 +708,23 @@ ALIGN_TOLERANCE = 1.5
 
 
 def probe_channel_multiple(*, rng, sizes=(64, 256), base: int = 64, kinds=("depthwise", "conv1x1"),
-                           **opts) -> tuple[int, dict]:
+                           run_jobs=None, **opts) -> tuple[int, dict]:
     """The smallest step q such that channel counts that are multiples of q (base - q) run within
     ALIGN_TOLERANCE of the per-unit time at `base` channels, for every step >= q. Returns q and the
-    worst ratio per step (the minimum over sizes, so a noisy measurement does not count)."""
+    worst ratio per step (the minimum over sizes, so a noisy measurement does not count). `run_jobs`:
+    the calibration's quiet-state protocol (a step of 16 timed while the machine turned loaded read
+    1.55 and made every count that is not a multiple of 16 use the unaligned tables)."""
+    points = [(kind, size, c) for kind in kinds for size in sizes for c in (base, *(base - q for q in ALIGN_STEPS))]
+    jobs = [lambda p=p: time_node(p[0], p[2], p[1], rng=rng, **opts) for p in points]
+    seconds = dict(zip(points, run_jobs(jobs) if run_jobs else [job() for job in jobs]))
     worst = {q: 0.0 for q in ALIGN_STEPS}
     for kind in kinds:
         ratios = {q: np.inf for q in ALIGN_STEPS}
         for size in sizes:
-            ref = time_node(kind, base, size, rng=rng, **opts) / work_of(kind, base, size)
+            ref = seconds[(kind, size, base)] / work_of(kind, base, size)
             for q in ALIGN_STEPS:
                 c = base - q
-                r = time_node(kind, c, size, rng=rng, **opts) / work_of(kind, c, size) / ref
-                ratios[q] = min(ratios[q], r)
+                ratios[q] = min(ratios[q], seconds[(kind, size, c)] / work_of(kind, c, size) / ref)
         for q in ALIGN_STEPS:
             worst[q] = max(worst[q], ratios[q])
     multiple = next((q for q in ALIGN_STEPS if all(worst[w] <= ALIGN_TOLERANCE for w in ALIGN_STEPS if w >= q)),

@@ -188,45 +188,59 @@ def probe_shapes(op: str, c: int, size: int) -> dict[int | None, list[int]]:
 
 
 def measure_op_factors(*, threads: int, repeats: int, flush: bool, clock: str, rng, points=POINTS,
-                       progress: Callable[[str], None] | None = None) -> dict[str, float]:
+                       progress: Callable[[str], None] | None = None, run_jobs=None) -> dict[str, float]:
     """Per runtime op type: its time over a Sigmoid's on the same tensor (median over `points`, each
-    a (channels, pixels) pair), both timed as written; for ROW_OPS also the part per row."""
+    a (channels, pixels) pair), both timed as written; for ROW_OPS also the part per row. `run_jobs`
+    runs a list of callables and returns their results (the calibration's quiet-state protocol:
+    each op's measurement is one job, so a loaded one is measured again)."""
     from .calibrate import time_models
 
     opts = dict(threads=threads, repeats=repeats, flush=flush, clock=clock, rng=rng, optimize=False)
-    factors: dict[str, float] = {}
-    for op, link in PROBES.items():
+
+    def ratio(link: Link, shape: list[int]) -> float:
+        t = time_models(lambda n: probe_chain(link, shape, n), **opts)
+        return t / time_models(lambda n: probe_chain(_unary("Sigmoid"), shape, n), **opts)
+
+    def op_job(op: str, link: Link):
+        def run() -> dict[int | None, list[float]]:
+            if progress:
+                progress(f"op factor: {op}")
+            out: dict[int | None, list[float]] = {}
+            for c, size in points:
+                for row, shape in probe_shapes(op, c, size).items():
+                    out.setdefault(row, []).append(ratio(link, shape))
+            return out
+        return run
+
+    def transpose_job(key: str, link: Link, shape_at):
+        def run() -> dict[int | None, list[float]]:
+            if progress:
+                progress(f"op factor: {key}")
+            return {None: [ratio(link, shape_at(c, int(round(np.sqrt(size))))) for c, size in points]}
+        return run
+
+    def reorder_job() -> dict[int | None, list[float]]:
         if progress:
-            progress(f"op factor: {op}")
-        ratios: dict[int | None, list[float]] = {}
-        for c, size in points:
-            for row, shape in probe_shapes(op, c, size).items():
-                t = time_models(lambda n, lk=link, sh=shape: probe_chain(lk, sh, n), **opts)
-                base = time_models(lambda n, sh=shape: probe_chain(_unary("Sigmoid"), sh, n), **opts)
-                ratios.setdefault(row, []).append(t / base)
+            progress("op factor: layout reorders")
+        return {None: [reorder_factor(threads=threads, repeats=repeats, flush=flush, clock=clock, rng=rng,
+                                      points=points)]}
+
+    keys = list(PROBES) + list(TRANSPOSE_PROBES) + ["Reorder"]
+    jobs = [op_job(op, link) for op, link in PROBES.items()]
+    jobs += [transpose_job(key, link, shape_at) for key, (link, shape_at) in TRANSPOSE_PROBES.items()]
+    jobs.append(reorder_job)
+    results = run_jobs(jobs) if run_jobs else [job() for job in jobs]
+    factors: dict[str, float] = {}
+    for key, ratios in zip(keys, results):
         med = {row: float(np.median(r)) for row, r in ratios.items()}
         if None in med:
-            factors[op] = round(med[None], 3)
+            factors[key] = round(med[None], 3)
             continue
         short, long = ROW_LENGTHS  # f(L) = a + b / L through both lengths
         b = max((med[short] - med[long]) / (1 / short - 1 / long), 0.0)
-        factors[op] = round(max(med[long] - b / long, 0.05), 3)
+        factors[key] = round(max(med[long] - b / long, 0.05), 3)
         if b > 0:
-            factors[f"{op}@row"] = round(b, 3)
-    for key, (link, shape_at) in TRANSPOSE_PROBES.items():
-        if progress:
-            progress(f"op factor: {key}")
-        ratios = []
-        for c, size in points:
-            shape = shape_at(c, int(round(np.sqrt(size))))
-            t = time_models(lambda n, sh=shape, lk=link: probe_chain(lk, sh, n), **opts)
-            base = time_models(lambda n, sh=shape: probe_chain(_unary("Sigmoid"), sh, n), **opts)
-            ratios.append(t / base)
-        factors[key] = round(float(np.median(ratios)), 3)
-    if progress:
-        progress("op factor: layout reorders")
-    factors["Reorder"] = round(reorder_factor(threads=threads, repeats=repeats, flush=flush, clock=clock, rng=rng,
-                                              points=points), 3)
+            factors[f"{key}@row"] = round(b, 3)
     return factors
 
 

@@ -247,6 +247,38 @@ def test_points_still_loaded_when_the_budget_is_spent_are_rescaled_to_the_quiet_
     assert speed.loaded_left == 1 and speed.elasticity is None
 
 
+def test_ratios_are_measured_again_when_loaded_but_never_rescaled():
+    """Op factors are ratios of back-to-back timings (jobs returning lists): a loaded one is measured
+    again like any point, and one still loaded when the budget is spent is kept as it is."""
+    calls = []
+
+    def job():
+        calls.append(1)
+        return {None: [0.5 + 0.1 * len(calls)]}
+
+    speed = scripted_speed([1.0, 1.0, 1.0, 1.6, 1.0, 1.0, 1.0])  # the second job loaded, then quiet
+    results = speed.run([job, job], rescale=False)
+    assert results == [{None: [0.6]}, {None: [0.8]}] and speed.repeated == 1
+    speed = scripted_speed([1.0, 1.0] + [2.0] * 10_000)
+    assert speed.run([lambda: {None: [0.5]}, lambda: {16: [3.0]}], budget_s=0.05, rescale=False) == \
+        [{None: [0.5]}, {16: [3.0]}]
+
+
+def test_the_alignment_probe_runs_its_timings_through_the_quiet_state_protocol():
+    from onnxmorph.cost.calibrate import ALIGN_STEPS, probe_channel_multiple
+
+    batches = []
+
+    def run_jobs(jobs):
+        batches.append(len(jobs))
+        return [job() for job in jobs]
+
+    q, worst = probe_channel_multiple(rng=np.random.default_rng(0), sizes=(16,), kinds=("conv1x1",),
+                                      run_jobs=run_jobs, threads=1, repeats=3, flush=False)
+    assert batches == [1 + len(ALIGN_STEPS)]  # the base count and every step, in one protocol run
+    assert q in ALIGN_STEPS and set(worst) == {str(s) for s in ALIGN_STEPS}
+
+
 @pytest.mark.parametrize("raw", [{"view": -1.0}, {"view": "fast"}, [1e-6]])
 def test_malformed_overheads_are_a_clear_error(raw):
     with pytest.raises(ProfileError, match="overheads"):
