@@ -400,9 +400,9 @@ def retarget_measured(decide, selection, relaxed, analysis, original, fraction, 
             m, se = c, _rel_se(c)
         done = met or r + 1 == rounds or not selection.reached  # (not reached: nothing more to remove)
         line = (f"measuring latency (round {r + 1}/{rounds}): predicted {predicted:.3f}x, "
-                f"measured {row['measured_ratio']:.3f}x (±{100 * (row['ratio_rel_se'] or 0.0):.1f} %)" + ("" if "confirmed_ratio" not in row else
-                                         f", confirmed {row['confirmed_ratio']:.3f}x" if met else
-                                         f", not confirmed ({row['confirmed_ratio']:.3f}x)"))
+                f"measured {row['measured_ratio']:.3f}x (±{100 * (row['ratio_rel_se'] or 0.0):.1f} %)")
+        if "confirmed_ratio" in row:
+            line += f", {'confirmed' if met else 'not confirmed:'} {row['confirmed_ratio']:.3f}x"
         if done:
             say(line)
             break

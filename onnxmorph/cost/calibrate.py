@@ -624,7 +624,8 @@ def calibrate(name: str, *, threads: int = 1, grid: str = "default", kinds=None,
     labels = [f"{p.kind} c={p.channels} size={p.size}{'' if p.aligned else ' (unaligned)'}" for p in plan]
     labels += [f"{k}: all in x out channel pairs at size {size}" for k, size in grids]
     total = len(jobs)
-    done = speed.run(jobs, budget_s=quiet_budget_s, progress=(lambda j: progress(j, total, labels[j])) if progress else None)
+    done = speed.run(jobs, budget_s=quiet_budget_s,
+                     progress=(lambda j: progress(j, total, labels[j])) if progress else None)
     results: dict[tuple[str, bool], dict[tuple[int, int], float]] = {}
     for p, seconds in zip(plan, done):
         results.setdefault((p.kind, p.aligned), {})[(p.channels, p.size)] = seconds
@@ -660,7 +661,8 @@ def calibrate(name: str, *, threads: int = 1, grid: str = "default", kinds=None,
                                  run_jobs=lambda jobs: speed.run(jobs, budget_s=quiet_budget_s, rescale=False))
     overheads = speed.run([lambda: measure_overheads(threads=threads, repeats=spec["repeats"], flush=flush,
                                                      clock=clock, rng=rng)], budget_s=20.0)[0]
-    plain, masked = speed.run([lambda m=m: subnormal.probe_seconds(m, threads=threads, runs=spec["repeats"], flush=flush)
+    plain, masked = speed.run([lambda m=m: subnormal.probe_seconds(m, threads=threads, runs=spec["repeats"],
+                                                                   flush=flush)
                                for m in (0.0, subnormal.PROBE_MASKED)], budget_s=min(quiet_budget_s, 30.0))
     overheads.update(subnormal.overheads(plain, masked))
     overheads = {k: float(f"{v:.4g}") for k, v in overheads.items()}

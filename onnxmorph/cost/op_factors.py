@@ -13,7 +13,10 @@ Overheads are seconds, not factors: a kernel that only re-labels its input (Resh
 ...: "view"), per span, a broadcasting element-wise op (x[1,C,H,W] * s[1,C,1,1] runs C spans of
 H*W: "broadcast_span"), and once per inference the session run itself with cold caches ("run":
 about 125 us on the development host, 8 % of a small MobileNet; the tables, made of chain
-differences, leave it out).
+differences, leave it out). The subnormal costs of masked attention are in subnormal.py.
+
+Transposes that move the last axis are priced by how the runtime copies them (`transpose_class`):
+one axis moved has a blocked kernel, any other permutation is copied element by element.
 """
 
 from __future__ import annotations

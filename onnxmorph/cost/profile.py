@@ -165,7 +165,7 @@ class HardwareProfile:
     measured: dict = field(default_factory=dict)
     # runtime op type -> its time over a Sigmoid's on the same tensor (see op_factors.py)
     op_factors: dict[str, float] = field(default_factory=dict)
-    # fixed seconds the runtime pays per event (see op_factors.OVERHEADS): a kernel that only
+    # fixed seconds the runtime pays per event (see op_factors.py, subnormal.py): a kernel that only
     # re-labels a buffer ("view"), one span of a broadcasting element-wise op ("broadcast_span")
     overheads: dict[str, float] = field(default_factory=dict)
     # products of two activations (attention): seconds per term of batched_matmul's formula
