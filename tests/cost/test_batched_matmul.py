@@ -81,16 +81,35 @@ def test_removing_heads_removes_their_share_of_the_products():
 
 
 def test_measured_products_fit_their_own_timings():
-    """A real (small) measurement on this machine, MatMul and Einsum: each fit reproduces its timed
-    products within 35 % (median; five coefficients for eight shapes, timings that move by ~10 %
-    between runs) and their total within 25 %."""
+    """A real (small) measurement on this machine, MatMul and Einsum: each fit reproduces the
+    products it was fitted to within 35 % (median; five coefficients for eight shapes) and their
+    total within 25 %."""
     points = batched_matmul.shapes(tokens=(16, 64), head_dims=(16, 64))
-    fitted = batched_matmul.measure(threads=1, runs=5, flush=True, columns=16, points=points)
     for op in batched_matmul.OPS:
         times = np.array([batched_matmul.product_seconds(*p, threads=1, runs=5, flush=True, op=op) for p in points])
-        predicted = batched_matmul.seconds(fitted, *np.asarray(points, dtype=float).T, op=op)
+        fitted = batched_matmul.fit(points, list(times), columns=16)
+        predicted = batched_matmul.seconds(fitted, *np.asarray(points, dtype=float).T)
         assert np.median(np.abs(predicted / times - 1)) < 0.35, op
         assert predicted.sum() / times.sum() == pytest.approx(1.0, abs=0.25), op
+
+
+def test_measure_fits_matmul_and_einsum_coefficients_separately(monkeypatch):
+    """Timings that follow the formula, the Einsum's at twice the MatMul's: `measure` returns both
+    sets (the Einsum's prefixed), and `seconds` reads each for its op."""
+    einsum = {name: 2 * v for name, v in COEF.items()}
+
+    def fake(batch, m, k, n, *, threads, runs, flush, op="MatMul"):
+        return float(batched_matmul.seconds(einsum if op == "Einsum" else COEF, batch, m, k, n))
+
+    monkeypatch.setattr(batched_matmul, "product_seconds", fake)
+    points = batched_matmul.shapes(tokens=(16, 49, 196), head_dims=(16, 64))
+    coef = batched_matmul.measure(threads=1, runs=1, flush=False, points=points)
+    for name, value in COEF.items():
+        assert coef[name] == pytest.approx(value, rel=1e-3)
+        assert coef[f"einsum_{name}"] == pytest.approx(2 * value, rel=1e-3)
+    shape = (12, 197, 64, 197)
+    assert batched_matmul.seconds(coef, *shape, op="Einsum") == pytest.approx(
+        2 * batched_matmul.seconds(coef, *shape), rel=1e-3)
 
 
 @pytest.mark.parametrize("raw", [{"call": -1.0}, {"mac": "fast"}, ["call", 1e-6]])
