@@ -66,8 +66,12 @@ def test_calibrate_tiny_grid_writes_a_usable_profile(tmp_path):
     assert {"conv", "conv1x1", "depthwise", "gemm", "unary", "binary", "pool"} <= set(prof.tables)
     assert prof.tables["conv"].unaligned is not None
     assert prof.peak_gflops > 0 and prof.memory_gbps > 0 and prof.measured["threads"] == 1
+    assert prof.tables["gemm"].out_channels is not None  # linear layers: an (in, out, rows) grid
+    assert {"call", "mac", "einsum_call", "einsum_mac", "columns"} <= set(prof.batched_matmul)
+    assert {"view", "run", "subnormal_exp", "subnormal_mac"} <= set(prof.overheads)
+    assert {"Transpose@single_axis", "Transpose@elementwise"} <= set(prof.op_factors)
     show = run(["profiles", "show", out], tmp_path)
-    assert show.returncode == 0 and "conv1x1" in show.stdout
+    assert show.returncode == 0 and "conv1x1" in show.stdout and "batched products" in show.stdout
     model = tmp_path / "m.onnx"
     onnx.save(ZOO["mobile_block"](), model)
     summary = json.loads(run(["inspect", model, "--profile", out, "--json"], tmp_path).stdout)
@@ -80,7 +84,7 @@ def test_calibrate_tiny_grid_writes_a_usable_profile(tmp_path):
     assert r["profile"]["name"] == "here" and r["original"]["latency_ms"] > 0 and r["pruned"]["latency_ms"] > 0
 
 
-@pytest.mark.parametrize("args", [["--threads", "0"], ["--grid", "huge"]])
+@pytest.mark.parametrize("args", [["--threads", "0"], ["--grid", "huge"], ["--wait-quiet", "-1"]])
 def test_calibrate_bad_usage(tmp_path, args):
     one_line_error(run(["profiles", "calibrate", "--name", "x", "-q"] + args, tmp_path), 2)
 
