@@ -46,11 +46,6 @@ def shapes(tokens=TOKENS, head_dims=HEAD_DIMS) -> list[tuple[int, int, int, int]
 OPS = ("MatMul", "Einsum")
 
 
-def _einsum_equation(m: int, n: int) -> str:
-    """Q·Kᵀ as attention writes it (K not transposed: 'bik,bjk->bij') when m == n, else attn·V."""
-    return "bik,bjk->bij" if m == n else "bik,bkj->bij"
-
-
 def product_model(batch: int, m: int, k: int, n: int, copies: int = COPIES, op: str = "MatMul"):
     """`copies` independent products of [batch, m, k] x [batch, k, n] (an Einsum may take the right
     operand as [batch, n, k]). Each operand is made by an Add right before its product (a distinct
@@ -58,12 +53,11 @@ def product_model(batch: int, m: int, k: int, n: int, copies: int = COPIES, op: 
     coming from the projections and reshapes just before."""
     from .calibrate import _model
 
-    right = [batch, k, n]
-    attrs = {}
-    if op == "Einsum":
-        attrs["equation"] = _einsum_equation(m, n)
-        if attrs["equation"].split(",")[1].startswith("bjk"):
-            right = [batch, n, k]
+    right, attrs = [batch, k, n], {}
+    if op == "Einsum" and m == n:  # Q·Kᵀ as attention writes it, K not transposed
+        right, attrs = [batch, n, k], {"equation": "bik,bjk->bij"}
+    elif op == "Einsum":  # attn·V
+        attrs = {"equation": "bik,bkj->bij"}
     nodes, inits = [], []
     for j in range(copies):
         inits += [numpy_helper.from_array(np.float32(0.01 * (j + 1)), f"ca{j}"),
@@ -78,13 +72,13 @@ def product_model(batch: int, m: int, k: int, n: int, copies: int = COPIES, op: 
 def product_seconds(batch: int, m: int, k: int, n: int, *, threads: int, runs: int, flush: bool,
                     op: str = "MatMul") -> float:
     """Median kernel seconds of one product, from ONNX Runtime's profiler, less its own cost."""
-    from .calibrate import kernel_times, profiler_offset
+    from .calibrate import kernel_times
 
-    times = kernel_times(product_model(batch, m, k, n, op=op), threads=threads, runs=runs, flush=flush)
+    times = kernel_times(product_model(batch, m, k, n, op=op), threads=threads, runs=runs, flush=flush, net=True)
     kernels = [t for name, t in times.items() if name.startswith("product")]
     if not kernels:
         raise RuntimeError("the profiler timed none of the products")
-    return max(float(np.median(kernels)) - profiler_offset(threads), 1e-7)
+    return float(np.median(kernels))
 
 
 def features(batch, m, k, n, columns: float = 1.0) -> np.ndarray:

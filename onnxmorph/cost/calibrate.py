@@ -141,11 +141,12 @@ def euler_circuit(vertices: list[int], edges: set[tuple[int, int]]) -> list[int]
 
 
 def kernel_times(model: onnx.ModelProto, *, threads: int = 1, runs: int = 9, warmup: int = 2,
-                 flush: bool = True, budget_s: float = 3.0) -> dict[str, float]:
+                 flush: bool = True, budget_s: float = 3.0, net: bool = False) -> dict[str, float]:
     """Median seconds of each node's kernel over `runs` session runs (after `warmup`), from ONNX
     Runtime's profiler, keyed by node name (NCHWc kernels are named `<output>_nchwc`: the suffix is
     dropped). Caches are flushed before each run, so each node starts with its weights evicted and
-    its input in cache, as inside a real model."""
+    its input in cache, as inside a real model. `net`: less the profiler's own cost per kernel
+    (`profiler_offset`), at least 1e-7 s."""
     import json
     import tempfile
 
@@ -176,7 +177,11 @@ def kernel_times(model: onnx.ModelProto, *, threads: int = 1, runs: int = 9, war
         if e.get("cat") == "Node" and name.endswith("_kernel_time"):
             node = name[: -len("_kernel_time")].removesuffix("_nchwc")
             per_node.setdefault(node, []).append(float(e["dur"]) * 1e-6)
-    return {k: _trimmed_mean(v[warmup:] if len(v) > warmup else v) for k, v in per_node.items()}
+    times = {k: _trimmed_mean(v[warmup:] if len(v) > warmup else v) for k, v in per_node.items()}
+    if net:
+        offset = profiler_offset(threads)
+        times = {k: max(t - offset, 1e-7) for k, t in times.items()}
+    return times
 
 
 def _trimmed_mean(values: list[float]) -> float:
@@ -208,9 +213,8 @@ def measure_io_grid(kind: str, channels: list[int], size: int, cap: float, *, th
     # the first kernels after a cache flush also pay for cold code and page tables: unmeasured lead-in
     walk = [walk[0]] * LEAD_IN + walk
     model = matmul_path(walk, size, rng) if kind == "gemm" else conv_path(walk, side, IO_KINDS[kind], rng)
-    times = kernel_times(model, threads=threads, runs=runs, flush=flush)
-    offset = profiler_offset(threads)
-    return {(a, b, size): max(times[f"y{j}"] - offset, 1e-7)
+    times = kernel_times(model, threads=threads, runs=runs, flush=flush, net=True)
+    return {(a, b, size): times[f"y{j}"]
             for j, (a, b) in enumerate(zip(walk[:-1], walk[1:])) if j >= LEAD_IN and f"y{j}" in times}
 
 

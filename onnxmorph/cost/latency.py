@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..graph.walk import is_constant, producer
 from . import batched_matmul
 from .node_cost import Bilinear
 from .op_factors import relative, transpose_class
@@ -29,12 +30,8 @@ FUSABLE_ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh",
 ELEMENTWISE_BINARY = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mean", "Sum", "PRelu", "Where"})
 
 
-def _is_const(t) -> bool:
-    return type(t).__name__ == "Constant"
-
-
 def _activations(node):
-    return [t for t in node.inputs if t.name and not _is_const(t)]
+    return [t for t in node.inputs if t.name and not is_constant(t)]
 
 
 def op_kind(node) -> str:
@@ -54,11 +51,6 @@ def op_kind(node) -> str:
     return "other"
 
 
-def _producer(t):
-    producers = getattr(t, "inputs", None) or []
-    return producers[0] if len(producers) == 1 else None
-
-
 def _single_use(ctx, t) -> bool:
     return len(t.outputs) == 1 and not any(o is t for o in ctx.graph.outputs)
 
@@ -75,7 +67,7 @@ def fused_into_producer(ctx, node) -> bool:
         if not node.inputs:
             return False
         x = node.inputs[0]
-        p = _producer(x)
+        p = producer(x)
         if p is None or not _single_use(ctx, x):
             return False
         if p.op in ("Conv", "ConvTranspose"):
@@ -91,7 +83,7 @@ def fused_into_producer(ctx, node) -> bool:
         if len(acts) != 2 or any(t.shape != acts[0].shape for t in acts):
             return False
         for t in acts:
-            p = _producer(t)
+            p = producer(t)
             if p is None or not _single_use(ctx, t):
                 continue
             if p.op == "Conv" or (p.op == "BatchNormalization" and fused_into_producer(ctx, p)):
@@ -127,7 +119,7 @@ def _silu(node) -> bool:
     if node.op != "Mul" or len(acts) != 2:
         return False
     for a, b in ((acts[0], acts[1]), (acts[1], acts[0])):
-        p = _producer(b)
+        p = producer(b)
         if p is not None and p.op == "Sigmoid" and p.inputs and p.inputs[0] is a:
             return True
     return False
@@ -143,10 +135,10 @@ def nchwc(ctx, node) -> bool:
     outs = [t for t in node.outputs if t.name]
     if node.op in NCHWC_OPS and outs and _rank4(ctx, outs[0]):
         acts = _activations(node)
-        producers = [_producer(t) for t in acts]
+        producers = [producer(t) for t in acts]
         from_nchwc = bool(acts) and all(p is not None and nchwc(ctx, p) for p in producers)
         if node.op == "Conv":
-            ok = len(node.inputs) > 1 and _is_const(node.inputs[1])
+            ok = len(node.inputs) > 1 and is_constant(node.inputs[1])
         elif node.op in ("MaxPool", "AveragePool"):
             ok = len(outs) == 1
         elif node.op in ("Add", "Sum", "Mul"):
@@ -170,11 +162,11 @@ def _declare_reorders(ctx, node) -> None:
     measured profiles (of ONNX Runtime's CPU provider) price reorders."""
     done = _memo(ctx, "reordered")
     inside = nchwc(ctx, node)
-    inputs = [t for t in _activations(node) if _producer(t) is not None]
+    inputs = [t for t in _activations(node) if producer(t) is not None]
     outputs = [t for t in node.outputs if t.name]
     for t in inputs + outputs:
         if t in inputs:
-            rule = not inside and nchwc(ctx, _producer(t))
+            rule = not inside and nchwc(ctx, producer(t))
         else:
             rule = not inside and any(c.op == "Conv" for c in t.outputs)
         if t.name in done:  # any reader or writer may be the one that needs the copy

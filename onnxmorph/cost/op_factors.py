@@ -303,7 +303,7 @@ def measure_overheads(*, threads: int, repeats: int, flush: bool, clock: str, rn
 def reorder_factor(*, threads: int, repeats: int, flush: bool, clock: str, rng, points=POINTS) -> float:
     """A ReorderInput/ReorderOutput (NCHWc <-> NCHW copy) over a Sigmoid on the same tensor: convs
     separated by an op without an NCHWc kernel (Erf) get one of each; the profiler times them."""
-    from .calibrate import _model, kernel_times, profiler_offset, time_models
+    from .calibrate import _model, kernel_times, time_models
 
     ratios = []
     for c, size in points:
@@ -316,11 +316,11 @@ def reorder_factor(*, threads: int, repeats: int, flush: bool, clock: str, rng, 
                       helper.make_node("Erf", [f"c{j}"], [f"y{j}"], name=f"y{j}")]
             x = f"y{j}"
         model = _model(nodes, inits, {"x": [1, c, side, side]}, x)
-        times = kernel_times(model, threads=threads, runs=repeats, flush=flush)
+        times = kernel_times(model, threads=threads, runs=repeats, flush=flush, net=True)
         reorders = [t for name, t in times.items() if name.startswith("Reorder")]
         if not reorders:
             return 1.0  # this runtime does not reorder (no NCHWc): the factor is never used
-        per = max(float(np.median(reorders)) - profiler_offset(threads), 1e-7)
+        per = float(np.median(reorders))
         base = time_models(lambda n: probe_chain(_unary("Sigmoid"), [1, c, side, side], n), threads=threads,
                            repeats=repeats, flush=flush, clock=clock, rng=rng)
         ratios.append(per / base)

@@ -13,18 +13,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..graph.walk import is_constant, producer
+
 SUBNORMAL_EXP = (-103.97, -87.34)
 PASS_THROUGH = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten", "Transpose"})
 
 
-def _producer(t):
-    producers = getattr(t, "inputs", None) or []
-    return producers[0] if len(producers) == 1 else None
-
-
 def _skip_views(node):
     while node is not None and node.op in PASS_THROUGH:
-        node = _producer(node.inputs[0])
+        node = producer(node.inputs[0])
     return node
 
 
@@ -40,19 +37,19 @@ def subnormal_fraction(t) -> float:
     subnormal: the share of a constant additive mask on its scores (through Adds and reshapes)
     whose values put exp() in the subnormal range. 0 when there is none; a mask computed from an
     input cannot be read, so it counts as none."""
-    node = _skip_views(_producer(t))
+    node = _skip_views(producer(t))
     if node is None or node.op != "Softmax":
         return 0.0
-    node = _skip_views(_producer(node.inputs[0]))
+    node = _skip_views(producer(node.inputs[0]))
     while node is not None and node.op == "Add":
         scores = None
         for x in node.inputs:
-            if type(x).__name__ == "Constant":
+            if is_constant(x):
                 share = mask_share(x.values)
                 if share > 0:
                     return share
             elif scores is None:
-                scores = _producer(x)
+                scores = producer(x)
         node = _skip_views(scores)
     return 0.0
 
@@ -81,11 +78,10 @@ def probe_model(masked: float, probe=PROBE):
 
 def probe_seconds(masked: float, *, threads: int, runs: int, flush: bool) -> dict[str, float]:
     """Kernel seconds of the probe's softmax and product (profiler, less its own cost)."""
-    from .calibrate import kernel_times, profiler_offset
+    from .calibrate import kernel_times
 
-    times = kernel_times(probe_model(masked), threads=threads, runs=runs, flush=flush)
-    off = profiler_offset(threads)
-    return {k: max(times[k] - off, 0.0) for k in ("softmax", "product")}
+    times = kernel_times(probe_model(masked), threads=threads, runs=runs, flush=flush, net=True)
+    return {k: times[k] for k in ("softmax", "product")}
 
 
 def overheads(plain: dict[str, float], masked: dict[str, float], probe=PROBE,
