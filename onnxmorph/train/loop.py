@@ -10,12 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis import analyze
 from ..errors import DataError, OnnxMorphError
-from ..graph import load_model
 from ..methods.base import FitResult
 from ..runtime import make_session
 from .engine import TrainingSession
+from .batched import at_batch
 from .graph import LABELS, REG_STRENGTH, REG_WEIGHTS, UNIT_MASK, LossSpec, build_training_graph, default_loss_kinds
 
 
@@ -28,22 +27,6 @@ def _softmax(x: np.ndarray, t: float) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
-
-
-def _training_analysis(analysis, batch: int):
-    """The analysis at the training batch size, if the model's batch is symbolic and units match."""
-    loaded = analysis.loaded
-    model = loaded.original
-    if model is None or batch == 1 or not all(s.dims and not isinstance(s.dims[0], int) for s in loaded.inputs):
-        return analysis, 1
-    try:
-        shapes = {s.name: (batch,) + tuple(loaded.static_inputs[s.name][1:]) for s in loaded.inputs}
-        other = analyze(load_model(model, shapes), analysis.options)
-    except OnnxMorphError:
-        return analysis, 1
-    same = other.num_units == analysis.num_units and all(
-        np.array_equal(a, b) for a, b in zip(other.units, analysis.units))
-    return (other, batch) if same else (analysis, 1)
 
 
 def _teacher_outputs(model_proto, inputs: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
@@ -78,7 +61,7 @@ class Trainer:
 
     def __init__(self, method, analysis, *, data, labels=None, seed=0, batch_size=32,
                  lr=3e-3, optimizer="adamw", temperature=4.0, distill_weight=0.5, progress=None,
-                 sample_labels: bool = False):
+                 sample_labels: bool = False, teacher=None):
         self.say = progress or (lambda msg, **info: None)
         self.method, self.analysis = method, analysis
         self.rng = np.random.default_rng(seed)
@@ -87,13 +70,15 @@ class Trainer:
         self.n = next(iter(self.inputs.values())).shape[0]
         self.labels = data.get(labels) if labels else None
         self.sampled = None  # teacher probabilities to draw labels from (the model's own Fisher)
-        train_analysis, self.micro = _training_analysis(analysis, min(batch_size, self.n))
+        train_analysis, self.micro, batched_teacher = at_batch(analysis, min(batch_size, self.n))
         self.accumulate = 1 if self.micro > 1 else batch_size
         if self.micro == 1 and batch_size > 1:
             self.notes.append(f"the model's batch size is fixed at 1: gradients are accumulated over "
                               f"{batch_size} samples")
         self.say("computing teacher outputs")
-        teacher = _teacher_outputs(train_analysis.loaded.model, self.inputs, self.micro)
+        # the untouched model: `analysis` may carry trained or reconstructed weights (recovery)
+        teacher_model = batched_teacher if batched_teacher is not None else (teacher or analysis.loaded.model)
+        teacher = _teacher_outputs(teacher_model, self.inputs, self.micro)
         kinds = default_loss_kinds(train_analysis.loaded.graph())
         spec = LossSpec(kinds=kinds, temperature=temperature,
                         scales={k: float(np.std(v)) + 1e-8 for k, v in teacher.items() if kinds.get(k) == "mse"})
@@ -259,15 +244,16 @@ def train_method(method, analysis, cost_model, *, data, seed=0, metric="macs", f
 
 
 def recover(analysis, keep_units: np.ndarray, *, data, steps: int, seed=0, progress=None, labels=None,
-            batch_size=32, lr=3e-3, optimizer="adamw", temperature=4.0, distill_weight=0.5,
+            batch_size=32, lr=3e-3, optimizer="adamw", temperature=4.0, distill_weight=0.5, teacher=None,
             **_ignored) -> FitResult:
-    """Distillation fine-tuning of the masked model (0/1 gates fixed to `keep_units`)."""
+    """Distillation fine-tuning of the masked model (0/1 gates fixed to `keep_units`), starting from
+    `analysis`'s current weights; `teacher`: the untouched model (default `analysis.loaded.model`)."""
     from ..methods.trained import FixedMask
 
     t0 = time.perf_counter()
     trainer = Trainer(FixedMask(), analysis, data=data, labels=labels, seed=seed,
                       batch_size=batch_size, lr=lr, optimizer=optimizer, temperature=temperature,
-                      distill_weight=distill_weight, progress=progress)
+                      distill_weight=distill_weight, progress=progress, teacher=teacher)
     try:
         curve = trainer.run(steps, reg_weights=lambda keep: np.zeros(len(keep)), strength=0.0,
                             unit_mask=keep_units, label="recovery")
