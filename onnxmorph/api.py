@@ -37,7 +37,7 @@ VERIFY_BATCHES = 3
 # how one-shot scores share the cut among groups: the same share of every group, a global ranking of
 # the (per-group normalized) scores, or scores per unit of cost saved
 ALLOCATIONS = ("uniform", "global", "cost")
-DEFAULT_STEPS = 400  # training methods: regularized steps, then as many recovery steps
+DEFAULT_STEPS = 300  # optimizer steps in all (training + recovery) when data is given
 
 
 @dataclass
@@ -161,7 +161,7 @@ def prune(
     measure_rounds: int = 3,
     eval_data: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
     reconstruct: bool = True,
-    allocation: str = "uniform",
+    allocation: str | None = None,
     **method_options,
 ) -> PruneResult:
     """Prune `model` to `target` and return the verified pruned model with its report.
@@ -185,11 +185,16 @@ def prune(
     if round_to < 1:
         raise UsageError(f"--round-to must be >= 1, got {round_to}")
     method_obj = get_method(method, **method_options)
+    budget = split_budget(method_options.get("steps"), recover_steps, method_obj.trains, data is not None)
+    if method_obj.trains:
+        method_obj.options["steps"] = budget["training"]
     if method_obj.needs_data and data is None:
         raise UsageError(f"method '{method}' needs --data (an .npz of inputs or a folder of images)")
     if metric == "latency" and profile is None:
         raise UsageError("--target latency=F needs a hardware profile: --profile NAME or a JSON file "
                          "(see `onnxmorph profiles list`)")
+    if allocation is None:  # a latency target needs the per-layer latency ranking; MACs share alike
+        allocation = "cost" if metric == "latency" else "uniform"
     if allocation not in ALLOCATIONS:
         raise UsageError(f"unknown allocation '{allocation}': choose one of {', '.join(ALLOCATIONS)}")
     if measure_rounds < 1:
@@ -250,8 +255,7 @@ def prune(
         analysis = replace(analysis, loaded=replace(analysis.loaded,
                                                     model=apply_params(analysis.loaded.model, rebuilt.params)))
         fit.notes.append(rebuilt.note())
-    if recover_steps is None:
-        recover_steps = method_options.get("steps", DEFAULT_STEPS) if method_obj.trains else 0
+    recover_steps = budget["recovery"]
     curve = list(fit.curve)
     if recover_steps > 0:
         if arrays is None:
@@ -263,6 +267,7 @@ def prune(
                                                     model=apply_params(analysis.loaded.model, rec.params)))
         curve += rec.curve
         fit.notes.extend(rec.notes)
+        budget["probe"] = rec.extra.get("probe_steps", 0)
     with timer("emit"):
         say("emitting the pruned model")
         pruned = emit_pruned(analysis, keep)
@@ -287,6 +292,9 @@ def prune(
     report = build_report(analysis, cost_model, selection, method, target, metric, fraction, result, pruned,
                           timer.times, notes, round_to, seed)
     report["analysis"] = options.as_dict()
+    report["budget"] = budget
+    report["allocation"] = allocation if method_obj.per_cost else "learned"
+    report["reconstruction"] = bool(arrays is not None and reconstruct)
     if measured is not None:
         report["measured"] = measured
     if curve:
@@ -298,6 +306,22 @@ def prune(
         report["timings"] = dict(timer.times, total=round(sum(timer.times.values()), 4))
     report.update(fit.extra)
     return PruneResult(pruned, masked, report, analysis)
+
+
+def split_budget(steps: int | None, recover_steps: int | None, trains: bool, has_data: bool) -> dict:
+    """How `steps` optimizer steps in all are spent: a training method trains for half and recovers
+    for the rest (`recover_steps` sets the recovery part); one-shot methods spend them all on
+    recovery, which needs data."""
+    total = steps if steps is not None else (DEFAULT_STEPS if has_data else 0)
+    if total < 0 or (recover_steps is not None and not 0 <= recover_steps <= max(total, recover_steps)):
+        raise UsageError(f"--steps must be >= 0 and --recover-steps between 0 and --steps "
+                         f"(got {steps}, {recover_steps})")
+    if recover_steps is not None and steps is None:
+        total = recover_steps + (DEFAULT_STEPS // 2 if trains else 0)
+    recovery = recover_steps if recover_steps is not None else (total // 2 if trains else total)
+    if recovery > total:
+        raise UsageError(f"--recover-steps {recover_steps} is more than --steps {total}")
+    return {"steps": total, "training": total - recovery if trains else 0, "recovery": recovery, "probe": 0}
 
 
 def _checked(data, loaded, labels, mean, std) -> dict[str, np.ndarray]:
@@ -556,7 +580,8 @@ def build_report(analysis, cost_model, selection, method, target, metric, fracti
     groups = []
     for g in analysis.groups:
         kept = [i for i, u in enumerate(g.units) if keep[u]]
-        groups.append({"name": g.name, "channels": g.channels, "kept": len(kept), "kept_indices": kept})
+        groups.append({"name": g.name, "channels": g.channels, "kept": len(kept),
+                       "kept_ratio": round(len(kept) / max(1, len(g.units)), 4), "kept_indices": kept})
     achieved = selection.cost_after / selection.cost_before if selection.cost_before else 1.0
     return {
         "onnxmorph": __version__,

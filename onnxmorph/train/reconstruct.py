@@ -346,6 +346,8 @@ def reconstruct_cut(analysis, keep_units: np.ndarray, inputs: dict[str, np.ndarr
     batch = min(32, len(rows))
     batched, size, batched_teacher = at_batch(analysis, batch)
     reference = batched_teacher if batched_teacher is not None else (teacher or analysis.loaded.model)
+    if batched_teacher is None:  # the static model: its own batch size
+        size = int(next(iter(analysis.loaded.static_inputs.values()))[0])
     # a batched model runs `size` rows at a time; the static one, one row
     return reconstruct(build_masked(batched, keep_units), reference, calib, ridge=ridge, batch=batch,
                        fixed_batch=size, seed=seed, progress=progress)
