@@ -116,6 +116,8 @@ def prune(
                                              "cost (score per unit of cost; default for latency targets)."),
     no_reconstruct: bool = typer.Option(False, "--no-reconstruct", help="Skip the least-squares refit of the "
                                         "cut layers (done by default with --data)."),
+    bn_stats: bool = typer.Option(False, "--bn-stats", help="Also re-estimate BatchNorm statistics on --data "
+                                  "after the cut (off by default: it undoes the refit, see docs/BENCHMARKS.md)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Training batch size."),
     lr: Optional[float] = typer.Option(None, "--lr", help="AdamW learning rate (default: scaled to the model's "
                                                           "weights, backed off by a short probe)."),
@@ -181,7 +183,7 @@ def prune(
                 prune_embedding=prune_embedding, recover_steps=recover_steps, progress=reporter, measure=measure,
                 measure_rounds=3 if measure_rounds is None else measure_rounds,
                 image_mean=_floats(mean, "--mean"), image_std=_floats(std, "--std"), eval_data=eval_data,
-                allocation=allocation, reconstruct=not no_reconstruct, **options,
+                allocation=allocation, reconstruct=not no_reconstruct, bn_stats=bn_stats, **options,
             )
         finally:
             reporter.close()
