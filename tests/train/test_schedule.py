@@ -1,0 +1,55 @@
+"""Fisher and gates keep to their schedule (issue 12): at the end of training the model's cost is at the
+target, not far above it (fisher: a large cut left to the decision) nor far below it (gates overshooting
+under Adam's momentum), and the fit reports it."""
+
+import numpy as np
+import pytest
+
+from onnxmorph.analysis import analyze
+from onnxmorph.cost import CostModel
+from onnxmorph.graph import load_model
+from onnxmorph.methods import get_method
+from zoo import residual
+
+
+@pytest.fixture(scope="module")
+def setup():
+    analysis = analyze(load_model(residual(batch="N")))
+    data = {"input": np.random.default_rng(0).standard_normal((256, 3, 12, 12)).astype(np.float32)}
+    return analysis, data
+
+
+def _end_cost(method, analysis, fit, keep):
+    cm = CostModel(analysis)
+    measured = cm.total("macs", keep) / cm.total("macs")
+    assert fit.extra["training"]["end_cost_fraction"] == pytest.approx(measured, abs=1e-4)
+    return measured
+
+
+def test_fisher_reaches_the_target_during_training(setup):
+    analysis, data = setup
+    target = 0.25
+    method = get_method("fisher")
+    fit = method.fit(analysis, CostModel(analysis), data=data, fraction=target, steps=80, batch_size=16,
+                     lr=1e-3, seed=0)
+    end = _end_cost(method, analysis, fit, method.keep)
+    assert fit.extra["training"]["target"] == target
+    assert abs(end / target - 1) <= 0.05, end
+    # paced, not front-loaded: the removals spread over the window, the last ones near its end
+    steps = [e["step"] for e in fit.extra["pruning_order"]]
+    assert len(set(steps)) >= 10 and 0.6 * 80 <= max(steps) <= 0.9 * 80
+
+
+def test_gates_stop_at_the_target(setup):
+    analysis, data = setup
+    target = 0.2
+    method = get_method("gates")
+    fit = method.fit(analysis, CostModel(analysis), data=data, fraction=target, steps=150, batch_size=32,
+                     lr=3e-3, seed=0)
+    end = _end_cost(method, analysis, fit, method.frozen > 0)
+    assert abs(end / target - 1) <= 0.10, end
+    held = fit.extra["training"]["held_from_step"]
+    assert held is not None and held < 150
+    # once held, the cost stays where it is: no drift below the target in the remaining steps
+    after = [c["cost_fraction"] for c in fit.curve if c["step"] > held]
+    assert after and max(after) - min(after) < 1e-6
