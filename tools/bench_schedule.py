@@ -70,7 +70,8 @@ def main() -> None:
             rep = res.report
             row = {"method": method, "target": f, "end_cost_fraction": end_cost(rep),
                    "achieved": rep["pruned"]["macs"] / rep["original"]["macs"],
-                   "accuracy": accuracy(res.model, x, y), "wall_s": time.perf_counter() - t0}
+                   "accuracy": accuracy(res.model, x, y), "wall_s": time.perf_counter() - t0,
+                   "training": rep.get("training")}
             end = row["end_cost_fraction"]
             print(f"{method:<7} | {f:>6g} | {end:>15.3f} | {end / f:>8.2f} | {row['achieved']:>9.4f} | "
                   f"{100 * row['accuracy']:>7.1f}% | {row['wall_s']:.0f}", flush=True)
