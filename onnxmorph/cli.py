@@ -135,8 +135,9 @@ def prune(
     burn_in: Optional[int] = typer.Option(None, "--burn-in", help="fisher: steps before the first removal."),
     prune_every: Optional[int] = typer.Option(None, "--prune-every", help="fisher: steps between removals."),
     prune_per_event: Optional[int] = typer.Option(None, "--prune-per-event",
-                                                  help="fisher: channels removed per event (default: sized to "
-                                                       "reach the target by 80 %% of the steps)."),
+                                                  help="fisher: at most N channels per event (default: as many "
+                                                       "as a cost schedule falling to the target by 85 %% of "
+                                                       "the steps asks)."),
     flops_weight: Optional[str] = typer.Option(None, "--flops-weight",
                                                help="fisher: 'auto' (signal per cost) or a float w (signal - w*cost)."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Hardware profile (name or JSON file)."),

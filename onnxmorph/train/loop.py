@@ -310,15 +310,37 @@ def train_method(method, analysis, cost_model, *, data, seed=0, metric="macs", f
         trainer.notes.append(f"resumed from {resume} at step {start}")
 
     level = lam  # the strength applied while the cost is above the budget
+    frozen_at = None  # the step at which the method's decision was held at the target
+
+    def topped_up():
+        """The open gates plus, most probable first, the closed ones that still fit the target: gates
+        close in bunches under Adam, so the step that reaches the target overshoots it."""
+        last = trainer.last
+        keep = method.alive(last).copy()
+        for unit in np.argsort(-np.asarray(method.keep_probability(last), float), kind="stable"):
+            if not keep[unit]:
+                keep[unit] = True
+                keep[unit] = cost_model.total(metric, keep) <= fraction * full
+        return keep
 
     def controller(step, keep, lam):
         """Bang-bang with memory: under Adam a gate closes at full speed whenever the regularizer
         outweighs a (near-zero) task gradient, whatever the strength, so the strength is switched
-        off once the cost is within budget and resumes, a little weaker, if the cost climbs back."""
-        nonlocal level
-        cost = cost_model.total(metric, keep) / full
+        off once the cost is within budget and resumes, a little weaker, if the cost climbs back.
+        The cost is the lower of the expected one (gate probabilities: no lag while gates close) and
+        the hard one (logit > 0: gates parked at the lower logit bound still count ~5 % open in the
+        expected cost, which kept the strength on far below the target). Once the hard cost is at the
+        target, methods that can hold their decision (gates) stop there."""
+        nonlocal level, frozen_at
+        hard = cost_model.total(metric, method.alive(trainer.last)) / full
+        cost = min(hard, cost_model.total(metric, keep) / full)
         if strength is not None:
             return lam, cost
+        if frozen_at is None and method.holds and hard <= fraction:
+            method.freeze(trainer.session, topped_up())
+            frozen_at = step
+        if frozen_at is not None:
+            return 0.0, cost_model.total(metric, method.alive(trainer.last)) / full
         budget = 1.0 - (1.0 - fraction) * min(1.0, (step + 1) / max(1.0, 0.6 * steps))
         if cost > budget:
             level = float(min(level * 1.08, 1e6))
@@ -336,9 +358,12 @@ def train_method(method, analysis, cost_model, *, data, seed=0, metric="macs", f
         reached = cost_model.total(metric, method.alive(last)) / full
     finally:
         trainer.close()
+    held = f", held from step {frozen_at}" if frozen_at is not None else ""
     notes = trainer.notes + [f"trained {steps - start} steps in {time.perf_counter() - t0:.1f} s; the gates "
-                             f"left {reached:.3f} of the original {metric} alive (target {fraction:g})"]
-    return FitResult(importance, params, curve, notes)
+                             f"left {reached:.3f} of the original {metric} alive (target {fraction:g}{held}) "
+                             f"by the end of training"]
+    training = {"end_cost_fraction": round(float(reached), 5), "target": fraction, "held_from_step": frozen_at}
+    return FitResult(importance, params, curve, notes, extra={"training": training})
 
 
 def weight_scaled_lr(model, names) -> float:
