@@ -323,6 +323,9 @@ def train_method(method, analysis, cost_model, *, data, seed=0, metric="macs", f
                 keep[unit] = cost_model.total(metric, keep) <= fraction * full
         return keep
 
+    # the strength may grow 1e4-fold within half the steps: a short budget must reach the target too
+    growth = max(1.08, 10.0 ** (4.0 / max(1.0, 0.5 * steps)))
+
     def controller(step, keep, lam):
         """Bang-bang with memory: under Adam a gate closes at full speed whenever the regularizer
         outweighs a (near-zero) task gradient, whatever the strength, so the strength is switched
@@ -343,7 +346,7 @@ def train_method(method, analysis, cost_model, *, data, seed=0, metric="macs", f
             return 0.0, cost_model.total(metric, method.alive(trainer.last)) / full
         budget = 1.0 - (1.0 - fraction) * min(1.0, (step + 1) / max(1.0, 0.6 * steps))
         if cost > budget:
-            level = float(min(level * 1.08, 1e6))
+            level = float(min(level * growth, 1e6))
             return level, cost
         level = float(max(level * 0.9, 1e-5))
         return 0.0, cost
