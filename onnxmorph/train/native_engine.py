@@ -219,7 +219,7 @@ class NativeSession(TrainingSession):
                                  .reshape(cur.shape()))
 
     def grad(self, name):
-        return self.last[name].numpy().copy()
+        return (self.acc if self.pending else self.last)[name].numpy().copy()
 
     def reset_grad(self):
         self.pending = False

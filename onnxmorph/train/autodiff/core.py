@@ -118,7 +118,7 @@ class GradContext:
         elif op_type == "Shape":
             self.types[outs[0]] = onnx.TensorProto.INT64
         else:
-            src = next((self.types[i] for i in inputs if i in self.types), None)
+            src = next((self.types[i] for i in inputs if self.types.get(i) in FLOAT_TYPES), None)
             if src is not None:
                 self.types[outs[0]] = src
             if n_out == 2 and op_type == "MaxPool":
