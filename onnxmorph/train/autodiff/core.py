@@ -186,6 +186,10 @@ class GradContext:
         """a where x > 0 else b."""
         return self.op("Where", [self.op("Greater", [x, self.zeros([], like=x)]), a, b])
 
+    def masked(self, g: str, cond: str, like: str) -> str:
+        """g where `cond` else 0, as g * float(cond): onnxruntime's Where is ~10x slower than Cast + Mul."""
+        return self.mul(g, self.op("Cast", [cond], to=self.dtype(like)))
+
 
 _SAME_SHAPE = {"GroupNormalization", "LayerNormalization", "InstanceNormalization", "BatchNormalization",
                "Gelu", "Mish", "HardSwish", "Softplus", "Softsign", "Celu", "Elu", "Selu", "Dropout"}

@@ -70,7 +70,6 @@ def _pow(ctx, node, dys):
 def _extreme(ctx, node, dys):
     """The gradient goes to the input equal to the result (the first one on ties)."""
     dy, y = dys[0], node.outputs[0]
-    zero = ctx.const(0.0, like=y)
     taken = None
     out = []
     for i, x in enumerate(node.inputs):
@@ -78,15 +77,14 @@ def _extreme(ctx, node, dys):
         if taken is not None:
             hit = ctx.op("And", [hit, ctx.op("Not", [taken])])
         taken = hit if taken is None else ctx.op("Or", [taken, hit])
-        out.append(_back(ctx, node, i, ctx.op("Where", [hit, dy, zero]) if ctx.needs(x) else None))
+        out.append(_back(ctx, node, i, ctx.masked(dy, hit, y) if ctx.needs(x) else None))
     return out
 
 
 @gradient("Where")
 def _where(ctx, node, dys):
     c, a, b = node.inputs
-    dy = dys[0]
-    zero = ctx.const(0.0, like=node.outputs[0])
+    dy, y = dys[0], node.outputs[0]
     return [None,
-            _back(ctx, node, 1, ctx.op("Where", [c, dy, zero]) if ctx.needs(a) else None),
-            _back(ctx, node, 2, ctx.op("Where", [c, zero, dy]) if ctx.needs(b) else None)]
+            _back(ctx, node, 1, ctx.masked(dy, c, y) if ctx.needs(a) else None),
+            _back(ctx, node, 2, ctx.masked(dy, ctx.op("Not", [c]), y) if ctx.needs(b) else None)]

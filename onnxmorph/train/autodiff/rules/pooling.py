@@ -65,7 +65,7 @@ def _global_average_pool(ctx, node, dys):
 def _global_max_pool(ctx, node, dys):
     x, y = node.inputs[0], node.outputs[0]
     hit = ctx.op("Equal", [x, y])
-    return [ctx.op("Where", [hit, dys[0], ctx.const(0.0, like=x)])]
+    return [ctx.masked(ctx.expand(dys[0], ctx.shape(x)), hit, x)]
 
 
 @gradient("MaxPool")

@@ -45,7 +45,7 @@ def _reduce(ctx, node, dys):
     if op in ("ReduceSum", "ReduceMean"):
         g = ctx.expand(dy, xs)
     elif op in ("ReduceMax", "ReduceMin"):
-        g = ctx.op("Where", [ctx.op("Equal", [x, y]), dy, ctx.const(0.0, like=x)])
+        g = ctx.masked(ctx.expand(dy, xs), ctx.op("Equal", [x, y]), x)
     elif op == "ReduceL1":
         g = ctx.mul(dy, ctx.op("Sign", [x]))
     elif op == "ReduceL2":

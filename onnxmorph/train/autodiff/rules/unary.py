@@ -28,14 +28,16 @@ def _neg(ctx, node, dys):
 
 @gradient("Relu")
 def _relu(ctx, node, dys):
-    x, dy = node.inputs[0], dys[0]
-    return [ctx.where_positive(x, dy, ctx.zeros([], like=x))]
+    y, dy = node.outputs[0], dys[0]
+    return [ctx.masked(dy, ctx.op("Greater", [y, ctx.zeros([], like=y)]), y)]
 
 
 @gradient("LeakyRelu")
 def _leaky(ctx, node, dys):
     x, dy = node.inputs[0], dys[0]
-    return [ctx.where_positive(x, dy, ctx.scale(dy, node.attr("alpha", 0.01)))]
+    alpha = node.attr("alpha", 0.01)
+    pos = ctx.op("Cast", [ctx.op("Greater", [x, _k(ctx, 0.0, x)])], to=ctx.dtype(x))
+    return [ctx.mul(dy, ctx.op("Add", [ctx.scale(pos, 1.0 - alpha), _k(ctx, alpha, x)]))]
 
 
 @gradient("Elu", "Celu", "Selu")
@@ -69,7 +71,7 @@ def _hard_sigmoid(ctx, node, dys):
     alpha, beta = node.attr("alpha", 0.2), node.attr("beta", 0.5)
     lin = ctx.op("Add", [ctx.scale(x, alpha), _k(ctx, beta, x)])
     inside = ctx.op("And", [ctx.op("Greater", [lin, _k(ctx, 0.0, x)]), ctx.op("Less", [lin, _k(ctx, 1.0, x)])])
-    return [ctx.op("Where", [inside, ctx.scale(dy, alpha), _k(ctx, 0.0, x)])]
+    return [ctx.masked(ctx.scale(dy, alpha), inside, x)]
 
 
 @gradient("HardSwish")
@@ -77,9 +79,9 @@ def _hard_swish(ctx, node, dys):
     # y = x * clip(x/6 + 1/2, 0, 1): dy/dx = 0 below -3, 1 above 3, x/3 + 1/2 between
     x, dy = node.inputs[0], dys[0]
     mid = ctx.op("Add", [ctx.scale(x, 1.0 / 3.0), _k(ctx, 0.5, x)])
-    slope = ctx.op("Where", [ctx.op("Less", [x, _k(ctx, -3.0, x)]), _k(ctx, 0.0, x), mid])
-    slope = ctx.op("Where", [ctx.op("Greater", [x, _k(ctx, 3.0, x)]), _k(ctx, 1.0, x), slope])
-    return [ctx.mul(dy, slope)]
+    inside = ctx.op("Less", [ctx.op("Abs", [x]), _k(ctx, 3.0, x)])
+    above = ctx.op("Cast", [ctx.op("Greater", [x, _k(ctx, 3.0, x)])], to=ctx.dtype(x))
+    return [ctx.mul(dy, ctx.op("Add", [ctx.masked(mid, inside, x), above]))]
 
 
 @gradient("Exp")
@@ -182,18 +184,20 @@ def _clip(ctx, node, dys):
         lo = ctx.const(node.attr("min"), like=x)
     if "max" in node.attrs:
         hi = ctx.const(node.attr("max"), like=x)
-    zero = _k(ctx, 0.0, x)
-    g, grads = dy, [None, None, None]
+    grads = [None, None, None]
+    keep = None  # inside [min, max]
     if lo is not None:
         below = ctx.op("Less", [x, lo])
         if ctx.needs(node.input(1)):
-            grads[1] = ctx.unbroadcast(ctx.op("Where", [below, dy, zero]), ctx.shape(x), ctx.shape(node.input(1)))
-        g = ctx.op("Where", [below, zero, g])
+            grads[1] = ctx.unbroadcast(ctx.masked(dy, below, x), ctx.shape(x), ctx.shape(node.input(1)))
+        keep = ctx.op("Not", [below])
     if hi is not None:
         above = ctx.op("Greater", [x, hi])
         if ctx.needs(node.input(2)):
-            grads[2] = ctx.unbroadcast(ctx.op("Where", [above, dy, zero]), ctx.shape(x), ctx.shape(node.input(2)))
-        g = ctx.op("Where", [above, zero, g])
+            grads[2] = ctx.unbroadcast(ctx.masked(dy, above, x), ctx.shape(x), ctx.shape(node.input(2)))
+        not_above = ctx.op("Not", [above])
+        keep = not_above if keep is None else ctx.op("And", [keep, not_above])
+    g = dy if keep is None else ctx.masked(dy, keep, x)
     grads[0] = g
     return grads
 
