@@ -193,6 +193,8 @@ CONV_CASES = {
     "strided_dilated_batch1": dict(x=(1, 3, 9, 9), w=(2, 3, 3, 3), attrs=dict(strides=[2, 3], dilations=[2, 2])),
     "same_upper": dict(x=(1, 2, 5, 6), w=(3, 2, 3, 3), attrs=dict(strides=[2, 2], auto_pad="SAME_UPPER")),
     "conv1d": dict(x=(2, 3, 9), w=(4, 3, 3), attrs=dict(strides=[2], pads=[1, 0])),
+    # more than MAX_UNFOLD_TAPS taps: the weight gradient is a batch/channel-swapped conv, not im2col
+    "big_kernel": dict(x=(2, 2, 10, 9), w=(2, 2, 8, 7), attrs=dict(strides=[2, 1], pads=[1, 2, 0, 1])),
 }
 
 

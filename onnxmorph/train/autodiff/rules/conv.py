@@ -8,6 +8,8 @@ the same two pieces the other way round.
 
 from __future__ import annotations
 
+import itertools
+
 from ..core import gradient
 
 
@@ -60,6 +62,11 @@ def weight_grad(ctx, x, dy, x_shape, y_shape, k, s, d, pb, pe, group):
         dy3 = ctx.reshape(dy, [n, m, p])
         prod = ctx.op("MatMul", [dy3, ctx.transpose(x3, [0, 2, 1])])
         return ctx.reshape(ctx.reduce("ReduceSum", prod, [0], keepdims=0), [m, c] + [1] * nd)
+    taps = 1
+    for v in k:
+        taps *= v
+    if taps <= MAX_UNFOLD_TAPS and (group == 1 or (cg == 1 and m == c)):
+        return _weight_grad_unfolded(ctx, x, dy, x_shape, y_shape, k, s, d, pb, group)
     # the conv's input channels (within a group) become the batch, (group, sample) the channels
     if group == 1:
         inp = ctx.reshape(x, [c, 1] + in_sp) if n == 1 else ctx.transpose(x, [1, 0] + spatial)
@@ -80,6 +87,51 @@ def weight_grad(ctx, x, dy, x_shape, y_shape, k, s, d, pb, pe, group):
     if cg == 1:
         return ctx.reshape(r, [m, 1] + list(k))
     return ctx.transpose(r, [1, 0] + spatial)
+
+
+MAX_UNFOLD_TAPS = 49  # kernels up to 7x7 unfold; larger ones use the batch/channel-swapped conv
+
+
+def unfold(ctx, x, x_shape, out_sp, k, s, d, pb):
+    """For each kernel tap, the input positions it meets ([N, C, *out_sp] strided Slices: im2col by parts)."""
+    nd = len(k)
+    in_sp = x_shape[2:]
+    span = [(k[i] - 1) * d[i] + (out_sp[i] - 1) * s[i] + 1 for i in range(nd)]
+    pe = [max(0, span[i] - in_sp[i] - pb[i]) for i in range(nd)]
+    xp = x
+    if any(pb) or any(pe):
+        xp = ctx.op("Pad", [x, ctx.ints([0, 0] + list(pb) + [0, 0] + pe)])
+    axes = ctx.ints(list(range(2, 2 + nd)))
+    steps = ctx.ints(list(s))
+    parts = []
+    for tap in itertools.product(*[range(v) for v in k]):
+        start = [tap[i] * d[i] for i in range(nd)]
+        end = [start[i] + (out_sp[i] - 1) * s[i] + 1 for i in range(nd)]
+        full = start == [0] * nd and end == list(in_sp) and list(s) == [1] * nd and xp is x
+        parts.append(x if full else ctx.op("Slice", [xp, ctx.ints(start), ctx.ints(end), axes, steps]))
+    return parts
+
+
+def _weight_grad_unfolded(ctx, x, dy, x_shape, y_shape, k, s, d, pb, group):
+    """Per tap: dense dW[:, :, tap] = sum_n dY_n X_tap,n^T (a batched product); depthwise
+    dW[c, 0, tap] = sum over n, p of dY * X_tap. The taps' [M, C] results are concatenated."""
+    n, c = x_shape[0], x_shape[1]
+    m, out_sp = y_shape[1], y_shape[2:]
+    p = 1
+    for v in out_sp:
+        p *= v
+    dy3 = ctx.reshape(dy, [n, m, p])
+    per_tap = []
+    for col in unfold(ctx, x, x_shape, out_sp, k, s, d, pb):
+        col3 = ctx.reshape(col, [n, c, p])
+        if group == 1:
+            prod = ctx.op("MatMul", [dy3, ctx.transpose(col3, [0, 2, 1])])
+            g = ctx.reduce("ReduceSum", prod, [0], keepdims=0)  # [M, C]
+        else:
+            g = ctx.reduce("ReduceSum", ctx.mul(dy3, col3), [0, 2], keepdims=0)  # [C]
+        per_tap.append(ctx.reshape(g, [m, c if group == 1 else 1, 1]))
+    g = per_tap[0] if len(per_tap) == 1 else ctx.op("Concat", per_tap, axis=2)
+    return ctx.reshape(g, [m, c if group == 1 else 1] + list(k))
 
 
 def _bias_grad(ctx, dy, rank):
