@@ -189,7 +189,7 @@ def export(name: str) -> None:
     model = torch_model(name)
     x = torch.zeros((BATCH[name], *INPUT[name]))
     torch.onnx.export(model, (x,), str(path), opset_version=17, input_names=["input"], output_names=["logits"],
-                      dynamo=False)
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
 
 
 class TorchWorker:

@@ -61,15 +61,20 @@ class TrainingSession:
         pass
 
 
-def open_session(tg, *, optimizer: str = "adamw", engine: str = "onnxmorph", device: str = "cpu",
-                 workdir: str | None = None) -> TrainingSession:
+def check_engine(engine: str, device: str) -> None:
+    """One usage line for an unknown engine or device, before any work is done."""
     if engine not in ENGINES:
         raise UsageError(f"unknown --engine '{engine}': use {' or '.join(ENGINES)}")
     if device not in DEVICES:
         raise UsageError(f"unknown --device '{device}': use cpu or cuda")
+    if engine == "ort-training" and device != "cpu":
+        raise UsageError("--engine ort-training runs on the CPU only; use --engine onnxmorph for --device cuda")
+
+
+def open_session(tg, *, optimizer: str = "adamw", engine: str = "onnxmorph", device: str = "cpu",
+                 workdir: str | None = None) -> TrainingSession:
+    check_engine(engine, device)
     if engine == "ort-training":
-        if device != "cpu":
-            raise UsageError("--engine ort-training runs on the CPU only; use --engine onnxmorph for --device cuda")
         from .ort_engine import OrtTrainingSession
 
         return OrtTrainingSession(tg, optimizer=optimizer, workdir=workdir)
