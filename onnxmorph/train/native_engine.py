@@ -213,10 +213,8 @@ class NativeSession(TrainingSession):
         return self.p[name].numpy().copy()
 
     def load_params(self, values):
-        for n, v in values.items():
-            cur = self.p[n]
-            self.p[n] = self._ov(np.asarray(v, dtype=cur.numpy().dtype if self.device == "cpu" else np.float32)
-                                 .reshape(cur.shape()))
+        for n, v in values.items():  # float32: the optimizer graph trains float32 weights only
+            self.p[n] = self._ov(np.asarray(v, dtype=np.float32).reshape(self.p[n].shape()))
 
     def grad(self, name):
         return (self.acc if self.pending else self.last)[name].numpy().copy()
