@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from ..errors import OnnxMorphError
 from .engine import TrainingSession
