@@ -128,6 +128,10 @@ def prune(
                                                                       "(default: controlled to reach the target)."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Distillation temperature (default 4)."),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adamw (default) or sgd."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="Training engine: onnxmorph (default: its own "
+                                         "gradient graphs on onnxruntime) or ort-training (onnxruntime-training)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Training device: cpu (default) or cuda "
+                                         "(needs onnxruntime-gpu)."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Save training state every N steps."),
     checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Where --checkpoint-every writes."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Resume training from a --checkpoint-dir."),
@@ -171,7 +175,7 @@ def prune(
             ("temperature", temperature), ("optimizer", optimizer), ("checkpoint_every", checkpoint_every),
             ("checkpoint_dir", checkpoint_dir), ("resume", resume), ("fisher_decay", fisher_decay),
             ("burn_in", burn_in), ("prune_every", prune_every), ("prune_per_event", prune_per_event),
-            ("flops_weight", flops_weight)) if v is not None}
+            ("flops_weight", flops_weight), ("engine", engine), ("device", device)) if v is not None}
         if checkpoint_every and not checkpoint_dir:
             raise UsageError("--checkpoint-every needs --checkpoint-dir")
         if measure_rounds is not None and not measure:

@@ -73,9 +73,8 @@ class FisherMethod(TrainedMethod):
         return Instrumented({FISHER_MASK: mask.values}, b.const(np.zeros(u)))
 
     def after_step(self, session) -> None:
-        param = session.state.parameters[FISHER_MASK]
-        self.last_grad = np.array(param.grad)
-        param.data = np.ascontiguousarray(np.tile(self.keep.astype(np.float32), (self.batch, 1)))
+        self.last_grad = session.grad(FISHER_MASK)
+        session.load_params({FISHER_MASK: np.tile(self.keep.astype(np.float32), (self.batch, 1))})
 
     def alive(self, last):
         return self.keep
@@ -86,7 +85,7 @@ class FisherMethod(TrainedMethod):
     # the pruning loop
     def _fit(self, analysis, cost_model, *, data, seed=0, metric="macs", fraction=0.5, progress=None,
              labels=None, steps=400, batch_size=32, lr=None, optimizer="adamw", temperature=4.0,
-             distill_weight=0.5, **_ignored) -> FitResult:
+             distill_weight=0.5, engine="onnxmorph", device="cpu", **_ignored) -> FitResult:
         from ..methods.decide import RemovalState
         from ..train.graph import weight_initializers
         from ..train.loop import Trainer, weight_scaled_lr
@@ -110,7 +109,7 @@ class FisherMethod(TrainedMethod):
 
         trainer = Trainer(self, analysis, data=data, labels=labels, seed=seed, batch_size=batch_size,
                           lr=lr, optimizer=optimizer, temperature=temperature, distill_weight=distill_weight,
-                          progress=progress, sample_labels=True)
+                          progress=progress, sample_labels=True, engine=engine, device=device)
         delta = None
         order: list[dict] = []
 

@@ -157,7 +157,7 @@ class GatesMethod(TrainedMethod):
         return {GATE_NOISE: np.zeros(self.units, np.float32), GATE_STRAIGHT: np.zeros(self.units, np.float32)}
 
     def after_step(self, session) -> None:
-        theta = np.array(session.state.parameters[GATE_PARAM].data)
+        theta = session.param(GATE_PARAM)
         lo, hi = (v / self.SCALE for v in self.LOGIT_RANGE)
         held = np.clip(theta, lo, hi) if self.frozen is None else self.frozen
         if not np.array_equal(held, theta):

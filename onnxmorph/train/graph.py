@@ -147,14 +147,15 @@ def _task_loss(b: NodeBuilder, graph: gs.Graph, spec: LossSpec, targets: dict[st
     return task
 
 
-def build_training_graph(analysis, method, spec: LossSpec) -> TrainingGraph:
-    """The training ModelProto for `analysis` (at the training batch size) instrumented by `method`."""
+def build_training_graph(analysis, method, spec: LossSpec, engine: str = "onnxmorph") -> TrainingGraph:
+    """The training ModelProto for `analysis` (at the training batch size) instrumented by `method`;
+    `engine` "ort-training" adds the rewrites of ops onnxruntime-training cannot differentiate."""
     graph = analysis.loaded.graph()
     trainable = weight_initializers(graph)
     b = NodeBuilder(graph, "onnxmorph")
     inst = method.instrument(graph, analysis, b)
     trainable += list(inst.params)
-    rewritten = lower_for_training(graph)
+    rewritten = lower_for_training(graph, ort_training=engine == "ort-training")
     targets: dict[str, str] = {}
     task = _task_loss(b, graph, spec, targets)
     weights = b.input(REG_WEIGHTS, [analysis.num_units])

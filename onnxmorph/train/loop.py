@@ -14,7 +14,7 @@ from onnx import numpy_helper
 from ..errors import DataError, OnnxMorphError
 from ..methods.base import FitResult
 from ..runtime import make_session
-from .engine import TrainingSession
+from .engine import TrainingSession, open_session
 from .batched import at_batch
 from .graph import LABELS, REG_STRENGTH, REG_WEIGHTS, UNIT_MASK, build_training_graph, loss_spec, weight_initializers
 
@@ -66,7 +66,7 @@ class Trainer:
 
     def __init__(self, method, analysis, *, data, labels=None, seed=0, batch_size=32,
                  lr=3e-3, optimizer="adamw", temperature=4.0, distill_weight=0.5, progress=None,
-                 sample_labels: bool = False, teacher=None):
+                 sample_labels: bool = False, teacher=None, engine: str = "onnxmorph", device: str = "cpu"):
         self.say = progress or (lambda msg, **info: None)
         self.method, self.analysis = method, analysis
         self.rng = np.random.default_rng(seed)
@@ -113,9 +113,9 @@ class Trainer:
             elif kinds.get(k) == "mse":
                 self.targets[k] = v
         self.say("building the training graph")
-        self.tg = build_training_graph(train_analysis, method, spec)
+        self.tg = build_training_graph(train_analysis, method, spec, engine=engine)
         self.notes += self.tg.notes
-        self.session = TrainingSession(self.tg, optimizer=optimizer)
+        self.session = open_session(self.tg, optimizer=optimizer, engine=engine, device=device)
         self.base_lr = lr
         # rows kept out of the gradient steps: the learning-rate probe and the rollback guard judge on them
         order = self.rng.permutation(self.n)
@@ -170,7 +170,7 @@ class Trainer:
                     raise TrainingDiverged(f"training diverged: the loss is {loss} at step {step} after 5 "
                                            f"rollbacks; try a smaller --lr (now {self.base_lr:g})")
                 self.session.load_params(good)
-                self.session.module.lazy_reset_grad()
+                self.session.reset_grad()
                 self.base_lr *= 0.5
                 self.notes.append(f"step {step}: the loss was {loss}; rolled back and halved the lr "
                                   f"to {self.base_lr:g}")
@@ -295,14 +295,14 @@ class Trainer:
 def train_method(method, analysis, cost_model, *, data, seed=0, metric="macs", fraction=0.5, progress=None,
                  labels=None, steps=400, batch_size=32, lr=None, optimizer="adamw",
                  temperature=4.0, distill_weight=0.5, strength=None, log_every=10, checkpoint_every=0,
-                 checkpoint_dir=None, resume=None, **_ignored) -> FitResult:
+                 checkpoint_dir=None, resume=None, engine="onnxmorph", device="cpu", **_ignored) -> FitResult:
     """Regularized fine-tuning: the cost regularizer's strength tracks a budget shrinking to the target."""
     t0 = time.perf_counter()
     if lr is None:
         lr = weight_scaled_lr(analysis.loaded.model, weight_initializers(analysis.loaded.graph()))
     trainer = Trainer(method, analysis, data=data, labels=labels, seed=seed, batch_size=batch_size,
                       lr=lr, optimizer=optimizer, temperature=temperature, distill_weight=distill_weight,
-                      progress=progress)
+                      progress=progress, engine=engine, device=device)
     full = cost_model.total(metric)
     start, lam = 0, (strength if strength is not None else 0.01)
     if resume:
@@ -384,7 +384,7 @@ def weight_scaled_lr(model, names) -> float:
 
 def recover(analysis, keep_units: np.ndarray, *, data, steps: int, seed=0, progress=None, labels=None,
             batch_size=32, lr=None, optimizer="adamw", temperature=4.0, distill_weight=0.5, teacher=None,
-            **_ignored) -> FitResult:
+            engine="onnxmorph", device="cpu", **_ignored) -> FitResult:
     """Distillation fine-tuning of the masked model (0/1 gates fixed to `keep_units`), starting from
     `analysis`'s current weights; `teacher`: the untouched model (default `analysis.loaded.model`).
 
@@ -398,7 +398,8 @@ def recover(analysis, keep_units: np.ndarray, *, data, steps: int, seed=0, progr
     base = weight_scaled_lr(teacher or analysis.loaded.model, names) if lr is None else lr
     trainer = Trainer(FixedMask(), analysis, data=data, labels=labels, seed=seed,
                       batch_size=batch_size, lr=base, optimizer=optimizer, temperature=temperature,
-                      distill_weight=distill_weight, progress=progress, teacher=teacher)
+                      distill_weight=distill_weight, progress=progress, teacher=teacher, engine=engine,
+                      device=device)
     try:
         spent = 0
         if lr is None:
@@ -420,13 +421,9 @@ def save_checkpoint(session: TrainingSession, folder: Path, step: int, lam: floa
 
 
 def load_checkpoint(session: TrainingSession, folder: Path) -> tuple[int, float]:
-    from .ortsupport import training_modules
-
-    _, api, _ = training_modules()
     try:
-        state = api.CheckpointState.load_checkpoint(str(folder / "checkpoint"))
+        session.load(folder / "checkpoint")
         loop = json.loads((folder / "loop.json").read_text())
-        session.load_params({name: np.array(state.parameters[name].data) for name in session.tg.trainable})
     except Exception as exc:
         raise OnnxMorphError(f"--resume {folder}: not an onnxmorph checkpoint of this model "
                              f"({type(exc).__name__})") from None
