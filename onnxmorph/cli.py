@@ -203,7 +203,8 @@ def sweep(
     workers: Optional[int] = typer.Option(None, "--workers", help="Local trials at a time (default: cores)."),
     ray: Optional[str] = typer.Option(None, "--ray", is_flag=False, flag_value="local", metavar="[ADDRESS]",
                                       help="Run trials as Ray tasks: on the cluster at ADDRESS, or a local Ray."),
-    trial_cpus: float = typer.Option(1.0, "--trial-cpus", help="--ray: CPUs per trial (ORT threads)."),
+    trial_cpus: Optional[float] = typer.Option(None, "--trial-cpus", help="CPUs (ORT threads) per trial "
+                                               "(default: cores / workers; with --ray 1, as Ray CPUs per task)."),
     trial_gpus: float = typer.Option(0.0, "--trial-gpus", help="--ray: GPUs per trial."),
     resume: bool = typer.Option(False, "--resume", help="Skip trials an earlier run of this sweep finished."),
     pick: Optional[str] = typer.Option(None, "--pick", help="e.g. 'agreement>=0.99': copy the cheapest "

@@ -44,9 +44,9 @@ def _run_in_worker(spec, options: TrialOptions) -> dict:
 class LocalPool:
     name = "local"
 
-    def __init__(self, payload: Payload, workers: int):
+    def __init__(self, payload: Payload, workers: int, threads: int | None = None):
         self.slots = workers
-        self.threads = max(1, available_cores() // workers)
+        self.threads = threads or max(1, available_cores() // workers)
         # spawn, not fork: a forked copy of a process that already runs ORT thread pools can hang
         self._pool = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                             initializer=_init_worker, initargs=(payload,))

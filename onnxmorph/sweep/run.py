@@ -98,7 +98,7 @@ def sweep(
     labels: str | None = None,
     workers: int | None = None,
     ray: bool | str | None = None,
-    trial_cpus: float = 1.0,
+    trial_cpus: float | None = None,
     trial_gpus: float = 0.0,
     resume: bool = False,
     pick: str | None = None,
@@ -114,7 +114,8 @@ def sweep(
     OUTDIR/<method>-<target>/{model.onnx, report.json}, and scored by `fidelity.fidelity` on the
     held-out inputs: `eval_data`, else `eval_fraction` of `data` (seeded split; the trial trains on
     the rest). `ray`: None/False for the local process pool of `workers`, True for a Ray instance
-    (the one this process is connected to, else a local one), or a cluster address. `pick`:
+    (the one this process is connected to, else a local one), or a cluster address. `trial_cpus`:
+    ORT threads per trial (and Ray CPUs per task); default cores // workers locally, 1 on Ray. `pick`:
     constraints for OUTDIR/best.onnx (see `pick`). `progress(event, trial_name, counts)` hears
     "running", "done", "failed" and "resumed". Other keywords go to `prune` (round_to, lr, ...)."""
     t_start = time.perf_counter()
@@ -131,7 +132,7 @@ def sweep(
                                     measure=measure) if pick is not None else None
     if workers is not None and workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
-    if trial_cpus <= 0 or trial_gpus < 0:
+    if (trial_cpus is not None and trial_cpus <= 0) or trial_gpus < 0:
         raise UsageError("--trial-cpus must be > 0 and --trial-gpus >= 0")
     if trial_gpus and not ray:
         raise UsageError("--trial-gpus needs --ray (the local pool schedules CPUs only)")
@@ -275,9 +276,9 @@ def _make_backend(payload, ray, workers, n_pending, trial_cpus, trial_gpus):
 
     if ray:
         address = ray if isinstance(ray, str) and ray not in ("local", "") else None
-        return RayPool(payload, address, trial_cpus, trial_gpus, local_cpus=workers)
+        return RayPool(payload, address, trial_cpus or 1.0, trial_gpus, local_cpus=workers)
     workers = workers or max(1, min(available_cores(), n_pending))
-    return LocalPool(payload, workers)
+    return LocalPool(payload, workers, None if trial_cpus is None else max(1, int(trial_cpus)))
 
 
 def _record(outdir: Path, spec: TrialSpec, outcome: dict, wall: float, fp: str, eval_desc: dict) -> TrialResult:
