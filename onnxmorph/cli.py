@@ -201,8 +201,9 @@ def sweep(
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps per trial (as prune --steps)."),
     labels: Optional[str] = typer.Option(None, "--labels", help="Label array in the data: accuracy, cross-entropy."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Local trials at a time (default: cores)."),
-    ray: Optional[str] = typer.Option(None, "--ray", is_flag=False, flag_value="local", metavar="[ADDRESS]",
-                                      help="Run trials as Ray tasks: on the cluster at ADDRESS, or a local Ray."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]",
+                                      help="Run trials as Ray tasks: on the cluster at ADDRESS (host:port, "
+                                           "ray://host:port, auto), or on a local Ray without one."),
     trial_cpus: Optional[float] = typer.Option(None, "--trial-cpus", help="CPUs (ORT threads) per trial "
                                                "(default: cores / workers; with --ray 1, as Ray CPUs per task)."),
     trial_gpus: float = typer.Option(0.0, "--trial-gpus", help="--ray: GPUs per trial."),
@@ -482,8 +483,21 @@ def profiles_calibrate(
         out.print(f"wrote {output}; use it with --profile {output}")
 
 
+def optional_ray_address(argv: list[str]) -> list[str]:
+    """`sweep --ray` without an address (last, or before another option) means a local Ray: click
+    options have no optional values, so the missing one is filled in as "local"."""
+    out = []
+    for k, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--ray" and (k + 1 == len(argv) or argv[k + 1].startswith("-")):
+            out.append("local")
+    return out
+
+
 def main() -> None:
     try:
+        if "sweep" in sys.argv[1:]:
+            sys.argv[1:] = optional_ray_address(sys.argv[1:])
         app()
     except KeyboardInterrupt:
         err.print("interrupted")
