@@ -211,6 +211,7 @@ def sweep(
     pick: Optional[str] = typer.Option(None, "--pick", help="e.g. 'agreement>=0.99': copy the cheapest "
                                        "qualifying model to OUTDIR/best.onnx."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output folder (default: <stem>.sweep here)."),
+    round_to: Optional[int] = typer.Option(None, "--round-to", help="As prune --round-to (default: the profile's)."),
     seed: int = typer.Option(0, "--seed", help="Random seed of every trial and of the held-out split."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
 ):
@@ -224,7 +225,8 @@ def sweep(
             result = run_sweep(model, data=data, targets=targets, outdir=output, eval_data=eval_data,
                                methods=methods, profile=profile, measure=measure, steps=steps, labels=labels,
                                workers=workers, ray=ray, trial_cpus=trial_cpus, trial_gpus=trial_gpus,
-                               resume=resume, pick=pick, seed=seed, progress=display)
+                               resume=resume, pick=pick, seed=seed, progress=display,
+                               **({} if round_to is None else {"round_to": round_to}))
         finally:
             display.close()
     except OnnxMorphError as exc:

@@ -157,3 +157,19 @@ def test_usage_errors_are_one_line(tmp_path, extra, words):
     line = one_line(cli(MODEL, "--data", DATA, *extra, "-o", tmp_path / "out"), 2)
     assert words in line
     assert not (tmp_path / "out").exists()
+
+
+def test_measured_and_predicted_latency_axes(tmp_path):
+    result = onnxmorph.sweep(MODEL, data=DATA, targets="flops=0.5", methods="magnitude", profile="dev-host-xeon-avx512",
+                             round_to=1, measure=True, labels="labels", workers=1, outdir=tmp_path,
+                             pick="latency_ms<=1000")
+    (t,) = result.trials
+    report = json.loads((tmp_path / t.name / "report.json").read_text())
+    row = report["measured"]["rounds"][report["measured"]["chosen"]]
+    assert t.value("measured_ms") == row["pruned_ms"] > 0 and t.value("latency_ms") == t.value("measured_ms")
+    assert t.value("predicted_ms") == report["pruned"]["latency_ms"] < report["original"]["latency_ms"]
+    assert t.value("accuracy") == report["sweep"]["fidelity"]["accuracy"] and result.fidelity_key == "accuracy"
+    assert report["sweep"]["eval"]["samples"] == 260  # 20 % of the 1300 samples held out
+    assert result.cost_key == "measured_ms" and set(result.fronts) == {"macs", "predicted_ms", "measured_ms"}
+    assert result.pick.chosen is t and (tmp_path / "best.onnx").exists()
+    assert (tmp_path / "sweep.html").read_text().count("<svg") == 3
