@@ -194,13 +194,14 @@ def sweep(
     data: Path = typer.Option(..., "--data", help="Inputs (.npz or image folder); trials train on it."),
     targets: str = typer.Option(..., "--targets", help="e.g. flops=0.25,0.5,0.75 or 'flops=0.5|latency=0.3,0.4'."),
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Held-out inputs for the fidelity figure "
-                                             "(default: 20 %% of --data, which the trials then don't train on)."),
+                                             "(default: a fifth of --data, which the trials then don't train on)."),
     methods: str = typer.Option("fisher", "--methods", help="Comma-separated methods, e.g. fisher,gates,magnitude."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Hardware profile (predicted latency, latency=F)."),
     measure: bool = typer.Option(False, "--measure", help="Measure each pruned model's ORT latency here."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps per trial (as prune --steps)."),
     labels: Optional[str] = typer.Option(None, "--labels", help="Label array in the data: accuracy, cross-entropy."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Local trials at a time (default: cores)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Local trials at a time (default: cores); "
+                                          "with --ray and no address, the local Ray's CPUs."),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]",
                                       help="Run trials as Ray tasks: on the cluster at ADDRESS (host:port, "
                                            "ray://host:port, auto), or on a local Ray without one."),

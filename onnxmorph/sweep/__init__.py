@@ -3,6 +3,9 @@
 Modules: `spec` (targets, methods, trials), `trial` (what one trial runs, its figures),
 `backends` (local process pool, Ray), `front` (Pareto front), `pick` (constraints, best.onnx),
 `page` (sweep.html), `run` (the driver: `sweep()`). Ray and matplotlib are imported only when used.
+
+`onnxmorph.sweep` is the function (as the API promises), which hides this package's name on
+`onnxmorph`: import its modules as `from onnxmorph.sweep import page`, not `import onnxmorph.sweep.page`.
 """
 
 from .front import pareto_front

@@ -104,8 +104,8 @@ def render_page(summary: dict) -> str:
                      + (" → <code>best.onnx</code>" if pk.get("best") else "") + "</p>")
     axes = [a for a in AXES if a in summary["front"]]
     parts.append("<h2>Front</h2><p class='note'>Filled points are Pareto-optimal for that plot's cost (no "
-                 f"other trial is at least as cheap and at least as faithful); every point links to its "
-                 f"report.</p><div class='plots'>")
+                 "other trial is at least as cheap and at least as faithful); every point links to its "
+                 "report.</p><div class='plots'>")
     try:
         for axis in axes:
             parts.append(f"<figure>{plot_svg(summary, axis)}</figure>")

@@ -91,7 +91,7 @@ def sweep(
     targets,
     outdir: str | os.PathLike | None = None,
     eval_data=None,
-    methods="magnitude",
+    methods="fisher",
     profile=None,
     measure: bool = False,
     steps: int | None = None,
@@ -109,7 +109,7 @@ def sweep(
 ) -> SweepResult:
     """Prune `model` once per (method, target) and compare the results.
 
-    `targets`: "flops=0.25,0.5,0.75" (see `spec.parse_targets`); `methods`: "magnitude,fisher".
+    `targets`: "flops=0.25,0.5,0.75" (see `spec.parse_targets`); `methods`: "fisher,magnitude".
     Each trial is `onnxmorph.prune(...)` on the training part of `data`, written to
     OUTDIR/<method>-<target>/{model.onnx, report.json}, and scored by `fidelity.fidelity` on the
     held-out inputs: `eval_data`, else `eval_fraction` of `data` (seeded split; the trial trains on
@@ -119,66 +119,22 @@ def sweep(
     constraints for OUTDIR/best.onnx (see `pick`). `progress(event, trial_name, counts)` hears
     "running", "done", "failed" and "resumed". Other keywords go to `prune` (round_to, lr, ...)."""
     t_start = time.perf_counter()
-    target_list = parse_targets(targets)
-    method_list = parse_methods(methods)
-    profile_obj = None
-    if profile is not None:
-        from ..cost.profile import load_profile
-
-        profile_obj = load_profile(profile)
-    if any(t.startswith("latency=") for t in target_list) and profile_obj is None:
-        raise UsageError("--targets latency=F needs a hardware profile: --profile NAME or a JSON file")
-    constraints = parse_constraints(pick, labels=labels is not None, profile=profile_obj is not None,
-                                    measure=measure) if pick is not None else None
-    if workers is not None and workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {workers}")
-    if (trial_cpus is not None and trial_cpus <= 0) or trial_gpus < 0:
-        raise UsageError("--trial-cpus must be > 0 and --trial-gpus >= 0")
-    if trial_gpus and not ray:
-        raise UsageError("--trial-gpus needs --ray (the local pool schedules CPUs only)")
-    if not 0 < eval_fraction < 1:
-        raise UsageError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
-    if isinstance(ray, str) and ray not in ("", "auto", "local"):
-        _check_ray_early(ray)
+    target_list, method_list, profile_obj, constraints = _check_usage(
+        targets, methods, profile, pick, labels, measure, workers, trial_cpus, trial_gpus, ray, eval_fraction)
     if steps is not None:
         prune_options["steps"] = steps
 
     import onnx
 
-    from ..fidelity import run_batched
-    from ..graph import load_model
-
     source = str(model) if not isinstance(model, onnx.ModelProto) else "<ModelProto>"
     outdir = Path(outdir) if outdir is not None else Path.cwd() / f"{Path(source).stem}.sweep"
     if outdir.exists() and not outdir.is_dir():
         raise UsageError(f"-o {outdir}: exists and is not a folder")
-    if isinstance(model, onnx.ModelProto):
-        original = model
-    elif not Path(model).is_file():
-        raise ModelLoadError(f"{model}: no such file")
-    loaded = load_model(model, prune_options.get("input_shapes"))  # one clear line for a bad model
-    if not isinstance(model, onnx.ModelProto):
-        original = onnx.load(model)  # as it is in the file (external data included), not as analyzed
-    inputs, y, n = _load_data(data, loaded, labels, prune_options)
-    if eval_data is not None:
-        eval_inputs, eval_y, n_eval = _load_data(eval_data, loaded, labels, prune_options)
-        train_inputs, train_y = inputs, y
-        eval_desc = {"source": str(eval_data), "samples": n_eval}
-    else:
-        tr, ev = split_heldout(n, eval_fraction, seed)
-        train_inputs = {k: v[tr] for k, v in inputs.items()}
-        eval_inputs = {k: v[ev] for k, v in inputs.items()}
-        train_y, eval_y = (y[tr], y[ev]) if y is not None else (None, None)
-        eval_desc = {"source": f"{eval_fraction:.0%} of {data} (seed {seed})", "samples": len(ev),
-                     "train_samples": len(tr)}
-    train = dict(train_inputs)
-    if labels is not None:
-        train[labels] = train_y
-    model_bytes = original.SerializeToString()
-    payload = Payload(model_bytes, train, eval_inputs, eval_y, run_batched(original, eval_inputs))
+    payload, eval_desc = _payload(model, data, eval_data, labels, seed, eval_fraction, prune_options)
     options = TrialOptions(labels=labels, profile=profile_obj.to_json() if profile_obj is not None else None,
                            measure=measure, seed=seed, prune_options=prune_options)
-    base_fp = _fingerprint(model_bytes, train, eval_inputs, eval_y if eval_y is not None else b"",
+    base_fp = _fingerprint(__version__, payload.model, payload.train, payload.eval_inputs,
+                           payload.eval_labels if payload.eval_labels is not None else b"",
                            {"labels": labels, "profile": options.profile, "measure": measure, "seed": seed,
                             "options": prune_options})
 
@@ -202,23 +158,13 @@ def sweep(
         backend = _make_backend(payload, ray, workers, len(pending), trial_cpus, trial_gpus)
         options.threads = backend.threads
         backend_info = backend.describe()
-        in_flight: dict = {}
-        queue = list(pending)
         try:
-            while queue or in_flight:
-                while queue and len(in_flight) < backend.slots:
-                    spec = queue.pop(0)
-                    in_flight[backend.submit(spec, options)] = (spec, time.perf_counter())
-                    counts["running"] += 1
-                    _notify(progress, "running", spec.name, counts)
-                for handle, outcome in backend.wait(list(in_flight)):
-                    spec, t0 = in_flight.pop(handle)
-                    result = _record(outdir, spec, outcome, time.perf_counter() - t0,
-                                     _fingerprint(base_fp, spec.name), eval_desc)
-                    results[spec.name] = result
-                    counts["running"] -= 1
-                    counts[result.status] += 1
-                    _notify(progress, result.status, spec.name, counts)
+            for spec, outcome, wall in _run(backend, pending, options, counts, progress):
+                result = _record(outdir, spec, outcome, wall, _fingerprint(base_fp, spec.name), eval_desc, source)
+                results[spec.name] = result
+                counts["running"] -= 1
+                counts[result.status] += 1
+                _notify(progress, result.status, spec.name, counts)
         finally:
             backend.close()
 
@@ -227,17 +173,7 @@ def sweep(
     cost_key = "measured_ms" if measure else "predicted_ms" if profile_obj is not None else "macs"
     front_names = fronts(trials, fidelity_key, COST_AXES)
     front = [results[n] for n in front_names.get(cost_key, [])]
-    picked = None
-    if constraints is not None:
-        picked = choose(trials, constraints, cost_key, fidelity_key)
-        best = outdir / "best.onnx"
-        if picked.chosen is not None:
-            from ..api import write_bytes_atomic
-
-            write_bytes_atomic((outdir / picked.chosen.name / "model.onnx").read_bytes(), best)
-            picked.best_path = str(best)
-        elif best.exists():
-            best.unlink()  # a best.onnx from an earlier sweep would no longer be the pick
+    picked = _pick(outdir, trials, constraints, cost_key, fidelity_key) if constraints is not None else None
     summary = {
         "onnxmorph": __version__, "model": source, "data": str(data) if not isinstance(data, Mapping) else "<arrays>",
         "eval": eval_desc, "labels": labels, "seed": seed,
@@ -257,6 +193,95 @@ def sweep(
     write_text_atomic(json.dumps(summary, indent=2), outdir / "sweep.json")
     write_text_atomic(render_page(summary), outdir / "sweep.html")
     return SweepResult(trials, front, picked, front_names, cost_key, fidelity_key, outdir, summary)
+
+
+def _check_usage(targets, methods, profile, pick, labels, measure, workers, trial_cpus, trial_gpus, ray,
+                 eval_fraction):
+    """Everything that can be wrong with the arguments, found before any work: UsageError (exit 2)."""
+    target_list = parse_targets(targets)
+    method_list = parse_methods(methods)
+    profile_obj = None
+    if profile is not None:
+        from ..cost.profile import load_profile
+
+        profile_obj = load_profile(profile)
+    if any(t.startswith("latency=") for t in target_list) and profile_obj is None:
+        raise UsageError("--targets latency=F needs a hardware profile: --profile NAME or a JSON file")
+    constraints = parse_constraints(pick, labels=labels is not None, profile=profile_obj is not None,
+                                    measure=measure) if pick is not None else None
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
+    if (trial_cpus is not None and trial_cpus <= 0) or trial_gpus < 0:
+        raise UsageError("--trial-cpus must be > 0 and --trial-gpus >= 0")
+    if trial_gpus and not ray:
+        raise UsageError("--trial-gpus needs --ray (the local pool schedules CPUs only)")
+    if not 0 < eval_fraction < 1:
+        raise UsageError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    if isinstance(ray, str) and ray not in ("", "auto", "local"):
+        _check_ray_early(ray)
+    return target_list, method_list, profile_obj, constraints
+
+
+def _payload(model, data, eval_data, labels, seed, eval_fraction, prune_options) -> tuple[Payload, dict]:
+    """What every trial reads (see `Payload`), checked against the model, and how it was held out."""
+    import onnx
+
+    from ..fidelity import run_batched
+    from ..graph import load_model
+
+    if isinstance(model, onnx.ModelProto):
+        original = model
+    elif not Path(model).is_file():
+        raise ModelLoadError(f"{model}: no such file")
+    loaded = load_model(model, prune_options.get("input_shapes"))  # one clear line for a bad model
+    if not isinstance(model, onnx.ModelProto):
+        original = onnx.load(model)  # as it is in the file (external data included), not as analyzed
+    inputs, y, n = _load_data(data, loaded, labels, prune_options)
+    if eval_data is not None:
+        eval_inputs, eval_y, n_eval = _load_data(eval_data, loaded, labels, prune_options)
+        train = dict(inputs)
+        train_y = y
+        eval_desc = {"source": str(eval_data), "samples": n_eval}
+    else:
+        tr, ev = split_heldout(n, eval_fraction, seed)
+        train = {k: v[tr] for k, v in inputs.items()}
+        eval_inputs = {k: v[ev] for k, v in inputs.items()}
+        train_y, eval_y = (y[tr], y[ev]) if y is not None else (None, None)
+        eval_desc = {"source": f"{eval_fraction:.0%} of {data} (seed {seed})", "samples": len(ev),
+                     "train_samples": len(tr)}
+    if labels is not None:
+        train[labels] = train_y  # prune's `data` mapping carries its labels by name
+    payload = Payload(original.SerializeToString(), train, eval_inputs, eval_y, run_batched(original, eval_inputs))
+    return payload, eval_desc
+
+
+def _run(backend, pending: list[TrialSpec], options: TrialOptions, counts: dict, progress):
+    """Yield (spec, outcome, wall seconds) as trials finish, keeping `backend.slots` in flight."""
+    in_flight: dict = {}
+    queue = list(pending)
+    while queue or in_flight:
+        while queue and len(in_flight) < backend.slots:
+            spec = queue.pop(0)
+            in_flight[backend.submit(spec, options)] = (spec, time.perf_counter())
+            counts["running"] += 1
+            _notify(progress, "running", spec.name, counts)
+        for handle, outcome in backend.wait(list(in_flight)):
+            spec, t0 = in_flight.pop(handle)
+            yield spec, outcome, time.perf_counter() - t0
+
+
+def _pick(outdir: Path, trials, constraints, cost_key: str, fidelity_key: str) -> PickResult:
+    """Choose by `constraints` and copy the chosen model to OUTDIR/best.onnx."""
+    from ..api import write_bytes_atomic
+
+    picked = choose(trials, constraints, cost_key, fidelity_key)
+    best = outdir / "best.onnx"
+    if picked.chosen is not None:
+        write_bytes_atomic((outdir / picked.chosen.name / "model.onnx").read_bytes(), best)
+        picked.best_path = str(best)
+    elif best.exists():
+        best.unlink()  # a best.onnx from an earlier sweep would no longer be the pick
+    return picked
 
 
 def _check_ray_early(address: str) -> None:
@@ -281,7 +306,8 @@ def _make_backend(payload, ray, workers, n_pending, trial_cpus, trial_gpus):
     return LocalPool(payload, workers, None if trial_cpus is None else max(1, int(trial_cpus)))
 
 
-def _record(outdir: Path, spec: TrialSpec, outcome: dict, wall: float, fp: str, eval_desc: dict) -> TrialResult:
+def _record(outdir: Path, spec: TrialSpec, outcome: dict, wall: float, fp: str, eval_desc: dict,
+            source: str) -> TrialResult:
     """Write a finished trial's model, then its report (the report's presence marks it finished)."""
     from ..api import write_bytes_atomic, write_text_atomic
 
@@ -292,7 +318,7 @@ def _record(outdir: Path, spec: TrialSpec, outcome: dict, wall: float, fp: str, 
             (folder / stale).unlink(missing_ok=True)
         return result_from_outcome(spec, outcome, wall)
     report = outcome["report"]
-    report["model"] = None  # the trial pruned a copy shipped to it; sweep.json names the source
+    report["model"] = source  # the trial pruned a copy shipped to it
     report["output"] = str(folder / "model.onnx")
     report["sweep"].update(method=spec.method, target=spec.target, fingerprint=fp, eval=eval_desc,
                            seconds=round(outcome["seconds"], 4))
