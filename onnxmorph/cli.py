@@ -107,13 +107,21 @@ def prune(
     labels: Optional[str] = typer.Option(None, "--labels", help="Name of the label array in the .npz."),
     mean: Optional[str] = typer.Option(None, "--mean", help="Image folders: per-channel mean, e.g. 0.485,0.456,0.406."),
     std: Optional[str] = typer.Option(None, "--std", help="Image folders: per-channel std, e.g. 0.229,0.224,0.225."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (training methods; default 400)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps in all, training + recovery (default "
+                                                              "300 with --data; training methods split it in half)."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Held-out inputs for the fidelity figure "
+                                                                       "(default: 10 %% of --data kept out)."),
+    allocation: Optional[str] = typer.Option(None, "--allocation", help="One-shot cut across groups: uniform "
+                                             "(same share of every group; default) | global (normalized scores) | "
+                                             "cost (score per unit of cost; default for latency targets)."),
+    no_reconstruct: bool = typer.Option(False, "--no-reconstruct", help="Skip the least-squares refit of the "
+                                        "cut layers (done by default with --data)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Training batch size."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="AdamW learning rate (default 3e-3; use 1e-4..1e-3 "
-                                                          "for large pretrained models)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="AdamW learning rate (default: scaled to the model's "
+                                                          "weights, backed off by a short probe)."),
     recover_steps: Optional[int] = typer.Option(
-        None, "--recover-steps", help="Distillation fine-tuning steps of the cut model before emitting "
-                                      "(default: --steps for training methods, 0 for magnitude)."),
+        None, "--recover-steps", help="How many of --steps fine-tune the cut model (default: half for training "
+                                      "methods, all for magnitude)."),
     strength: Optional[float] = typer.Option(None, "--strength", help="Fixed regularizer strength "
                                                                       "(default: controlled to reach the target)."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Distillation temperature (default 4)."),
@@ -172,7 +180,8 @@ def prune(
                 input_shapes=_shapes(input_shape), seed=seed, best_effort=best_effort, attention=attention,
                 prune_embedding=prune_embedding, recover_steps=recover_steps, progress=reporter, measure=measure,
                 measure_rounds=3 if measure_rounds is None else measure_rounds,
-                image_mean=_floats(mean, "--mean"), image_std=_floats(std, "--std"), **options,
+                image_mean=_floats(mean, "--mean"), image_std=_floats(std, "--std"), eval_data=eval_data,
+                allocation=allocation, reconstruct=not no_reconstruct, **options,
             )
         finally:
             reporter.close()
@@ -336,6 +345,16 @@ def _print_summary(rep: dict, output: Path) -> None:
                   f"{measured['clock']}): ratio {m['measured_ratio']:.3f}{verdict}{which}")
     v = rep["verify"]
     out.print(f"verified pruned == masked on {v['inputs_used']} inputs (max abs diff {v['max_abs_diff']:.2e})")
+    fid = rep.get("fidelity")
+    if fid and fid.get("agreement") is not None:
+        acc = f", accuracy {100 * fid['accuracy']:.1f} % (original {100 * fid['original_accuracy']:.1f} %)" \
+            if "accuracy" in fid else ""
+        out.print(f"held-out fidelity on {fid['samples']} inputs: agreement with the original "
+                  f"{100 * fid['agreement']:.1f} %{acc}")
+    b = rep.get("budget")
+    if b and b["steps"]:
+        out.print(f"optimizer steps: {b['training']} training + {b['recovery']} recovery"
+                  + (f" ({b['probe']} of them choosing the learning rate)" if b.get("probe") else ""))
     if not rep["target"]["reached"]:
         out.print(f"[yellow]target not reached[/]: best legal result keeps {rep['target']['achieved']:.3f}")
     for note in rep["notes"]:

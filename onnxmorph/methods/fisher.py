@@ -82,12 +82,15 @@ class FisherMethod(TrainedMethod):
 
     # the pruning loop
     def _fit(self, analysis, cost_model, *, data, seed=0, metric="macs", fraction=0.5, progress=None,
-             labels=None, steps=400, batch_size=32, lr=3e-3, optimizer="adamw", temperature=4.0,
+             labels=None, steps=400, batch_size=32, lr=None, optimizer="adamw", temperature=4.0,
              distill_weight=0.5, **_ignored) -> FitResult:
         from ..methods.decide import RemovalState, select_units
-        from ..train.loop import Trainer
+        from ..train.graph import weight_initializers
+        from ..train.loop import Trainer, weight_scaled_lr
 
         t0 = time.perf_counter()
+        if lr is None:
+            lr = weight_scaled_lr(analysis.loaded.model, weight_initializers(analysis.loaded.graph()))
         u = analysis.num_units
         state = RemovalState(analysis, cost_model, metric)
         self.keep = state.keep  # removed units stay 0 in the mask (after_step) and in the cost
