@@ -222,6 +222,7 @@ def sweep(
                                        "qualifying model to OUTDIR/best.onnx."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output folder (default: <stem>.sweep here)."),
     round_to: Optional[int] = typer.Option(None, "--round-to", help="As prune --round-to (default: the profile's)."),
+    no_reconstruct: bool = typer.Option(False, "--no-reconstruct", help="As prune --no-reconstruct."),
     seed: int = typer.Option(0, "--seed", help="Random seed of every trial and of the held-out split."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
 ):
@@ -236,7 +237,8 @@ def sweep(
                                methods=methods, profile=profile, measure=measure, steps=steps, labels=labels,
                                workers=workers, ray=ray, trial_cpus=trial_cpus, trial_gpus=trial_gpus,
                                resume=resume, pick=pick, seed=seed, progress=display,
-                               **({} if round_to is None else {"round_to": round_to}))
+                               **({} if round_to is None else {"round_to": round_to}),
+                               **({"reconstruct": False} if no_reconstruct else {}))
         finally:
             display.close()
     except OnnxMorphError as exc:

@@ -16,12 +16,11 @@ import numpy as np
 from .. import __version__
 from ..errors import DataError, ModelLoadError, UsageError
 from .front import fronts
-from .pick import FIDELITY_KEYS, PickResult, parse_constraints
+from .pick import PickResult, parse_constraints
 from .pick import pick as choose
 from .spec import TrialSpec, parse_methods, parse_targets, trial_specs
 from .trial import Payload, TrialOptions, TrialResult, metrics_from_report, result_from_outcome
 
-EVAL_FRACTION = 0.2  # held out of --data when no --eval-data is given
 COST_AXES = ("macs", "predicted_ms", "measured_ms")
 
 
@@ -44,16 +43,6 @@ class SweepResult:
         return [t for t in self.trials if t.status == "failed"]
 
 
-def split_heldout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) sample indices: a seeded permutation's last `fraction` is held out."""
-    k = int(round(n * fraction))
-    if n < 2 or k < 1 or k >= n:
-        raise DataError(f"--data has {n} samples: too few to hold out {fraction:.0%} for evaluation; "
-                        "give --eval-data")
-    perm = np.random.default_rng(seed).permutation(n)
-    return np.sort(perm[:-k]), np.sort(perm[-k:])
-
-
 def _fingerprint(*parts) -> str:
     h = hashlib.sha256()
     for part in parts:
@@ -71,12 +60,13 @@ def _fingerprint(*parts) -> str:
     return h.hexdigest()
 
 
-def _load_data(data, loaded, labels, prune_options):
+def _load_data(data, loaded, labels, prune_options) -> dict[str, np.ndarray]:
+    """Arrays checked against the model's inputs, the label array (if any) under its own name."""
     from ..data import check_inputs, load_arrays
 
     arrays = load_arrays(data, loaded, prune_options.get("image_mean"), prune_options.get("image_std"))
-    inputs, y, n = check_inputs(arrays, loaded, labels)
-    return inputs, y, n
+    inputs, y, _ = check_inputs(arrays, loaded, labels)
+    return dict(inputs, **({labels: y} if labels is not None else {}))
 
 
 def _notify(progress, event: str, name: str, counts: dict) -> None:
@@ -103,7 +93,6 @@ def sweep(
     resume: bool = False,
     pick: str | None = None,
     seed: int = 0,
-    eval_fraction: float = EVAL_FRACTION,
     progress: Callable[[str, str, dict], None] | None = None,
     **prune_options,
 ) -> SweepResult:
@@ -112,15 +101,15 @@ def sweep(
     `targets`: "flops=0.25,0.5,0.75" (see `spec.parse_targets`); `methods`: "fisher,magnitude".
     Each trial is `onnxmorph.prune(...)` on the training part of `data`, written to
     OUTDIR/<method>-<target>/{model.onnx, report.json}, and scored by `fidelity.fidelity` on the
-    held-out inputs: `eval_data`, else `eval_fraction` of `data` (seeded split; the trial trains on
-    the rest). `ray`: None/False for the local process pool of `workers`, True for a Ray instance
+    held-out inputs: `eval_data`, else the rows `data.split_holdout` keeps out of `data` (as prune
+    does; the trial trains on the rest). `ray`: None/False for the local process pool of `workers`, True for a Ray instance
     (the one this process is connected to, else a local one), or a cluster address. `trial_cpus`:
     ORT threads per trial (and Ray CPUs per task); default cores // workers locally, 1 on Ray. `pick`:
     constraints for OUTDIR/best.onnx (see `pick`). `progress(event, trial_name, counts)` hears
     "running", "done", "failed" and "resumed". Other keywords go to `prune` (round_to, lr, ...)."""
     t_start = time.perf_counter()
     target_list, method_list, profile_obj, constraints = _check_usage(
-        targets, methods, profile, pick, labels, measure, workers, trial_cpus, trial_gpus, ray, eval_fraction)
+        targets, methods, profile, pick, labels, measure, workers, trial_cpus, trial_gpus, ray)
     if steps is not None:
         prune_options["steps"] = steps
 
@@ -130,7 +119,7 @@ def sweep(
     outdir = Path(outdir) if outdir is not None else Path.cwd() / f"{Path(source).stem}.sweep"
     if outdir.exists() and not outdir.is_dir():
         raise UsageError(f"-o {outdir}: exists and is not a folder")
-    payload, eval_desc = _payload(model, data, eval_data, labels, seed, eval_fraction, prune_options)
+    payload, eval_desc = _payload(model, data, eval_data, labels, seed, prune_options)
     options = TrialOptions(labels=labels, profile=profile_obj.to_json() if profile_obj is not None else None,
                            measure=measure, seed=seed, prune_options=prune_options)
     base_fp = _fingerprint(__version__, payload.model, payload.train, payload.eval_inputs,
@@ -195,8 +184,7 @@ def sweep(
     return SweepResult(trials, front, picked, front_names, cost_key, fidelity_key, outdir, summary)
 
 
-def _check_usage(targets, methods, profile, pick, labels, measure, workers, trial_cpus, trial_gpus, ray,
-                 eval_fraction):
+def _check_usage(targets, methods, profile, pick, labels, measure, workers, trial_cpus, trial_gpus, ray):
     """Everything that can be wrong with the arguments, found before any work: UsageError (exit 2)."""
     target_list = parse_targets(targets)
     method_list = parse_methods(methods)
@@ -215,17 +203,16 @@ def _check_usage(targets, methods, profile, pick, labels, measure, workers, tria
         raise UsageError("--trial-cpus must be > 0 and --trial-gpus >= 0")
     if trial_gpus and not ray:
         raise UsageError("--trial-gpus needs --ray (the local pool schedules CPUs only)")
-    if not 0 < eval_fraction < 1:
-        raise UsageError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
     if isinstance(ray, str) and ray not in ("", "auto", "local"):
         _check_ray_early(ray)
     return target_list, method_list, profile_obj, constraints
 
 
-def _payload(model, data, eval_data, labels, seed, eval_fraction, prune_options) -> tuple[Payload, dict]:
+def _payload(model, data, eval_data, labels, seed, prune_options) -> tuple[Payload, dict]:
     """What every trial reads (see `Payload`), checked against the model, and how it was held out."""
     import onnx
 
+    from ..data import split_holdout
     from ..fidelity import run_batched
     from ..graph import load_model
 
@@ -236,21 +223,18 @@ def _payload(model, data, eval_data, labels, seed, eval_fraction, prune_options)
     loaded = load_model(model, prune_options.get("input_shapes"))  # one clear line for a bad model
     if not isinstance(model, onnx.ModelProto):
         original = onnx.load(model)  # as it is in the file (external data included), not as analyzed
-    inputs, y, n = _load_data(data, loaded, labels, prune_options)
+    train = _load_data(data, loaded, labels, prune_options)
     if eval_data is not None:
-        eval_inputs, eval_y, n_eval = _load_data(eval_data, loaded, labels, prune_options)
-        train = dict(inputs)
-        train_y = y
-        eval_desc = {"source": str(eval_data), "samples": n_eval}
+        held = _load_data(eval_data, loaded, labels, prune_options)
+        eval_desc = {"source": str(eval_data)}
     else:
-        tr, ev = split_heldout(n, eval_fraction, seed)
-        train = {k: v[tr] for k, v in inputs.items()}
-        eval_inputs = {k: v[ev] for k, v in inputs.items()}
-        train_y, eval_y = (y[tr], y[ev]) if y is not None else (None, None)
-        eval_desc = {"source": f"{eval_fraction:.0%} of {data} (seed {seed})", "samples": len(ev),
-                     "train_samples": len(tr)}
-    if labels is not None:
-        train[labels] = train_y  # prune's `data` mapping carries its labels by name
+        train, held = split_holdout(train, seed)
+        if held is None:
+            raise DataError("--data has too few samples to hold some out for the fidelity figure; give --eval-data")
+        eval_desc = {"source": f"rows of {data if not isinstance(data, Mapping) else 'data'} held out (seed {seed})"}
+    eval_y = held.pop(labels) if labels is not None else None
+    eval_inputs = held
+    eval_desc.update(samples=len(next(iter(eval_inputs.values()))), train_samples=len(next(iter(train.values()))))
     payload = Payload(original.SerializeToString(), train, eval_inputs, eval_y, run_batched(original, eval_inputs))
     return payload, eval_desc
 
@@ -363,4 +347,4 @@ def _jsonable(options: dict) -> dict:
     return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v)) for k, v in options.items()}
 
 
-__all__ = ["SweepResult", "sweep", "split_heldout", "FIDELITY_KEYS"]
+__all__ = ["SweepResult", "sweep"]

@@ -64,7 +64,12 @@ def execute_trial(spec, payload: Payload, options: TrialOptions) -> dict:
         from ..fidelity import fidelity
 
         original = onnx.load_from_string(payload.model)
-        result = prune(original, method=spec.method, target=spec.target, data=payload.train,
+        held_out = dict(payload.eval_inputs)
+        if options.labels is not None:
+            held_out[options.labels] = payload.eval_labels
+        # the held-out rows are prune's eval_data too: it trains on exactly `train`, and its report's
+        # fidelity block is the figure computed below
+        result = prune(original, method=spec.method, target=spec.target, data=payload.train, eval_data=held_out,
                        labels=options.labels, profile=options.profile, measure=options.measure,
                        seed=options.seed, **options.prune_options)
         block = fidelity(original, result.model, payload.eval_inputs, labels=payload.eval_labels,

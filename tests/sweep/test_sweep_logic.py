@@ -1,5 +1,5 @@
 """Sweep pieces without running a prune: the Pareto front (known dominance, and against a brute-force
-check on random sets), constraints and the pick, target parsing, the held-out split, the page."""
+check on random sets), constraints and the pick, target parsing, the page."""
 
 import math
 import re
@@ -11,7 +11,6 @@ from onnxmorph.errors import UsageError
 from onnxmorph.sweep.front import fronts, pareto_front
 from onnxmorph.sweep.page import render_page
 from onnxmorph.sweep.pick import parse_constraints, pick
-from onnxmorph.sweep.run import split_heldout
 from onnxmorph.sweep.spec import parse_methods, parse_targets
 from onnxmorph.sweep.trial import TrialResult
 
@@ -128,18 +127,6 @@ def test_parse_targets():
     assert parse_methods("fisher, magnitude,fisher") == ["fisher", "magnitude"]
     with pytest.raises(UsageError, match="unknown method 'sgd'"):
         parse_methods("fisher,sgd")
-
-
-def test_split_heldout_is_a_seeded_partition():
-    tr, ev = split_heldout(1300, 0.2, seed=0)
-    assert len(ev) == 260 and len(tr) == 1040
-    assert np.array_equal(np.sort(np.concatenate([tr, ev])), np.arange(1300))
-    tr2, ev2 = split_heldout(1300, 0.2, seed=0)
-    assert np.array_equal(ev, ev2) and np.array_equal(tr, tr2)
-    assert not np.array_equal(ev, split_heldout(1300, 0.2, seed=1)[1])
-    assert not np.array_equal(ev, np.arange(1040, 1300))  # shuffled, not the tail
-    with pytest.raises(Exception, match="too few"):
-        split_heldout(1, 0.2, seed=0)
 
 
 def test_page_is_self_contained_and_links_every_point():

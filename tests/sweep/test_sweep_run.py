@@ -18,9 +18,11 @@ from onnxmorph.runtime import make_session
 MODEL = REPO / "models" / "demo_cnn.onnx"
 DATA = REPO / "models" / "demo_cnn.npz"
 TEST = REPO / "models" / "demo_cnn_test.npz"
-# tiny trials: one-shot magnitude and 6 Fisher steps; one ORT thread per trial in both backends
+# tiny trials: one-shot magnitude and Fisher signals without training steps, no reconstruction;
+# one ORT thread per trial in both backends
 ARGS = ["--data", DATA, "--eval-data", TEST, "--targets", "flops=0.25,0.5,0.75", "--methods", "magnitude,fisher",
-        "--steps", "6", "--trial-cpus", "1"]
+        "--steps", "0", "--no-reconstruct", "--trial-cpus", "1"]
+TINY = {"steps": 0, "reconstruct": False}
 NAMES = [f"{m}-flops={f}" for m in ("magnitude", "fisher") for f in (0.25, 0.5, 0.75)]
 
 
@@ -68,6 +70,7 @@ def test_local_sweep_trials_fidelity_front(local):
         logits = make_session(pruned).run(None, {"input": test["input"]})[0]
         assert abs(t["agreement"] - np.mean(logits.argmax(1) == original.argmax(1))) < 1e-6
         assert report["sweep"]["fidelity"]["samples"] == len(test["input"])
+        assert report["fidelity"]["agreement"] == t["agreement"]  # the prune report's own figure, alike
     for method in ("magnitude", "fisher"):
         macs = [trials[f"{method}-flops={f}"]["macs"] for f in (0.25, 0.5, 0.75)]
         assert macs[0] < macs[1] < macs[2]
@@ -123,7 +126,7 @@ def test_ray_sweep_matches_local_and_survives_a_failed_trial(local, tmp_path):
     try:
         # flops=0.001 is below what removing every legal channel reaches: those trials raise
         result = onnxmorph.sweep(MODEL, data=DATA, eval_data=TEST, targets="flops=0.25,0.5,0.75,0.001",
-                                 methods="magnitude,fisher", steps=6, trial_cpus=1, ray=True, outdir=tmp_path)
+                                 methods="magnitude,fisher", trial_cpus=1, ray=True, outdir=tmp_path, **TINY)
     finally:
         ray.shutdown()
     out, summary = local
@@ -162,14 +165,17 @@ def test_usage_errors_are_one_line(tmp_path, extra, words):
 def test_measured_and_predicted_latency_axes(tmp_path):
     result = onnxmorph.sweep(MODEL, data=DATA, targets="flops=0.5", methods="magnitude", profile="dev-host-xeon-avx512",
                              round_to=1, measure=True, labels="labels", workers=1, outdir=tmp_path,
-                             pick="latency_ms<=1000")
+                             pick="latency_ms<=1000", **TINY)
     (t,) = result.trials
     report = json.loads((tmp_path / t.name / "report.json").read_text())
     row = report["measured"]["rounds"][report["measured"]["chosen"]]
     assert t.value("measured_ms") == row["pruned_ms"] > 0 and t.value("latency_ms") == t.value("measured_ms")
-    assert t.value("predicted_ms") == report["pruned"]["latency_ms"] < report["original"]["latency_ms"]
+    assert t.value("predicted_ms") == report["pruned"]["latency_ms"] > 0
+    assert t.value("predicted_ratio") == pytest.approx(t.value("predicted_ms") / report["original"]["latency_ms"])
     assert t.value("accuracy") == report["sweep"]["fidelity"]["accuracy"] and result.fidelity_key == "accuracy"
-    assert report["sweep"]["eval"]["samples"] == 260  # 20 % of the 1300 samples held out
+    # no --eval-data: the rows prune itself would keep out of --data are held out, and not trained on
+    assert report["sweep"]["eval"]["samples"] == 130 and report["sweep"]["eval"]["train_samples"] == 1170
+    assert report["fidelity"]["samples"] == 130 and report["fidelity"]["accuracy"] == t.value("accuracy")
     assert result.cost_key == "measured_ms" and set(result.fronts) == {"macs", "predicted_ms", "measured_ms"}
     assert result.pick.chosen is t and (tmp_path / "best.onnx").exists()
     assert (tmp_path / "sweep.html").read_text().count("<svg") == 3
