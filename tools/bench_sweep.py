@@ -2,11 +2,12 @@
 
 Two parts, each run on all three backends in one process, configurations interleaved per repeat
 so that a change of machine load hits all of them:
-  1. training sweep: fisher at flops=0.25,0.4,0.55,0.7 with --steps S (4 trials: even for 2 slots);
+  1. training sweep: fisher at flops=0.25,0.4,0.55,0.7 with --steps S (4 trials: even for 2 slots;
+     S optimizer steps in all per trial, plus the least-squares reconstruction);
      wall time of the whole sweep (loading, reference outputs, pool or Ray start, trials, page)
      and the speed-ups of 2 workers and of Ray against 1 worker;
-  2. overhead sweep: magnitude at 8 targets (one-shot trials of ~0.1 s, so that what is not the
-     trial shows): per-trial overhead = the driver's submit-to-result time minus the trial's own
+  2. overhead sweep: magnitude at 8 targets, --steps 0, no reconstruction (one-shot trials of
+     ~0.1 s, so that what is not the trial shows): per-trial overhead = the driver's submit-to-result time minus the trial's own
      run time in its worker (shipping arguments and results, scheduling), median over trials.
 Ray's own start (ray.init with 2 CPUs) is timed separately and not in the sweep walls.
 
@@ -35,7 +36,7 @@ def one(kind: str, cfg: dict, steps: int, root: Path) -> dict:
     if kind == "train":
         spec = dict(methods="fisher", targets="flops=0.25,0.4,0.55,0.7", steps=steps)
     else:
-        spec = dict(methods="magnitude", targets="flops=0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")
+        spec = dict(methods="magnitude", targets="flops=0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9", steps=0, reconstruct=False)
     out = Path(tempfile.mkdtemp(dir=root))
     t0 = time.perf_counter()
     r = onnxmorph.sweep(MODEL, data=DATA, eval_data=TEST, outdir=out, **spec, **cfg)
