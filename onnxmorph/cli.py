@@ -203,7 +203,7 @@ def sweep(
     data: Path = typer.Option(..., "--data", help="Inputs (.npz or image folder); trials train on it."),
     targets: str = typer.Option(..., "--targets", help="e.g. flops=0.25,0.5,0.75 or 'flops=0.5|latency=0.3,0.4'."),
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Held-out inputs for the fidelity figure "
-                                             "(default: a fifth of --data, which the trials then don't train on)."),
+                                             "(default: the rows prune keeps out of --data; trials don't train on them)."),
     methods: str = typer.Option("fisher", "--methods", help="Comma-separated methods, e.g. fisher,gates,magnitude."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Hardware profile (predicted latency, latency=F)."),
     measure: bool = typer.Option(False, "--measure", help="Measure each pruned model's ORT latency here."),
