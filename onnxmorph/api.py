@@ -162,6 +162,7 @@ def prune(
     eval_data: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
     reconstruct: bool = True,
     allocation: str | None = None,
+    bn_stats: bool = False,
     **method_options,
 ) -> PruneResult:
     """Prune `model` to `target` and return the verified pruned model with its report.
@@ -247,11 +248,12 @@ def prune(
     if relaxed:
         fit.notes.append(f"the target needs some layers below {100 * floor:.0f} % of their channels")
     keep = selection.keep_units
-    if arrays is not None and reconstruct:
+    if arrays is not None and (reconstruct or bn_stats):
         with timer("reconstruct"):
             say("reconstructing the cut layers (least squares)")
             inputs_only = {s.name: arrays[s.name] for s in loaded.inputs}
-            rebuilt = reconstruct_cut(analysis, keep, inputs_only, teacher=teacher, seed=seed, progress=progress)
+            rebuilt = reconstruct_cut(analysis, keep, inputs_only, teacher=teacher, seed=seed, progress=progress,
+                                      refit=reconstruct, bn_stats=bn_stats)
         analysis = replace(analysis, loaded=replace(analysis.loaded,
                                                     model=apply_params(analysis.loaded.model, rebuilt.params)))
         fit.notes.append(rebuilt.note())

@@ -116,6 +116,8 @@ def prune(
                                              "cost (score per unit of cost; default for latency targets)."),
     no_reconstruct: bool = typer.Option(False, "--no-reconstruct", help="Skip the least-squares refit of the "
                                         "cut layers (done by default with --data)."),
+    bn_stats: bool = typer.Option(False, "--bn-stats", help="Also re-estimate BatchNorm statistics on --data "
+                                  "after the cut (off by default: it undoes the refit, see docs/BENCHMARKS.md)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Training batch size."),
     lr: Optional[float] = typer.Option(None, "--lr", help="AdamW learning rate (default: scaled to the model's "
                                                           "weights, backed off by a short probe)."),
@@ -133,8 +135,9 @@ def prune(
     burn_in: Optional[int] = typer.Option(None, "--burn-in", help="fisher: steps before the first removal."),
     prune_every: Optional[int] = typer.Option(None, "--prune-every", help="fisher: steps between removals."),
     prune_per_event: Optional[int] = typer.Option(None, "--prune-per-event",
-                                                  help="fisher: channels removed per event (default: sized to "
-                                                       "reach the target by 80 %% of the steps)."),
+                                                  help="fisher: at most N channels per event (default: as many "
+                                                       "as a cost schedule falling to the target by 85 %% of "
+                                                       "the steps asks)."),
     flops_weight: Optional[str] = typer.Option(None, "--flops-weight",
                                                help="fisher: 'auto' (signal per cost) or a float w (signal - w*cost)."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Hardware profile (name or JSON file)."),
@@ -181,7 +184,7 @@ def prune(
                 prune_embedding=prune_embedding, recover_steps=recover_steps, progress=reporter, measure=measure,
                 measure_rounds=3 if measure_rounds is None else measure_rounds,
                 image_mean=_floats(mean, "--mean"), image_std=_floats(std, "--std"), eval_data=eval_data,
-                allocation=allocation, reconstruct=not no_reconstruct, **options,
+                allocation=allocation, reconstruct=not no_reconstruct, bn_stats=bn_stats, **options,
             )
         finally:
             reporter.close()

@@ -19,6 +19,10 @@ from .batched import at_batch
 from .graph import LABELS, REG_STRENGTH, REG_WEIGHTS, UNIT_MASK, build_training_graph, loss_spec, weight_initializers
 
 
+LR_PER_WEIGHT = 0.05  # Adam's default rate as a share of the median layer's RMS weight (demo: 9.6e-3)
+PROBE_RISE = 3.0  # the held-out loss may rise this much during the probe before the rate backs off
+
+
 class TrainingDiverged(OnnxMorphError):
     """The loss stayed NaN/Inf after repeated rollbacks."""
 
@@ -235,10 +239,15 @@ class Trainer:
             values.append(float(self.session.evaluate(feeds)["onnxmorph_task_loss"]))
         return float(np.mean(values))
 
-    def choose_lr(self, start_lr: float, steps_each: int, unit_mask=None, tries: int = 4) -> tuple[float, int]:
-        """Back off from `start_lr` (by 3x, at most `tries` rates) until `steps_each` steps from the
-        current weights lower the held-out loss; the weights are restored after each try.
-        Returns (lr, steps spent)."""
+    def choose_lr(self, start_lr: float, steps_each: int, unit_mask=None, tries: int = 4,
+                  rise: float = PROBE_RISE) -> tuple[float, int]:
+        """Back off from `start_lr` (by 3x, at most `tries` rates) until `steps_each` warmed-up steps from
+        the current weights leave the held-out loss below `rise` times where it started; the weights
+        are restored after each try. Returns (lr, steps spent).
+
+        A few steps after a cut the loss often climbs before it falls (on the demo at 1/8 of the MACs,
+        2x at the rate that ends best), so only a larger rise counts as divergence; the run's own
+        guard rolls back anything the probe lets through."""
         if not len(self.val_rows) or steps_each < 1:
             return self.base_lr, 0
         u = self.analysis.num_units
@@ -256,13 +265,13 @@ class Trainer:
             self.session.load_params(start)
             tried.append((lr, val))
             self.say("choosing the learning rate", lr=lr, loss=val)
-            if val < before:
+            if val < rise * before:
                 break
             lr /= 3.0
         text = ", ".join(f"{c:.3g} -> {v:.4g}" for c, v in tried)
-        if tried[-1][1] >= before:
+        if tried[-1][1] >= rise * before:
             lr = tried[-1][0]
-            self.notes.append(f"no learning rate lowered the held-out loss ({before:.4g}) in {steps_each} steps "
+            self.notes.append(f"every learning rate raised the held-out loss ({before:.4g}) in {steps_each} steps "
                               f"({text}); training at {lr:.3g}, the weights fall back to the best state seen")
         else:
             self.notes.append(f"learning rate {lr:.3g}: held-out loss {before:.4g} -> {tried[-1][1]:.4g} after "
@@ -301,18 +310,43 @@ def train_method(method, analysis, cost_model, *, data, seed=0, metric="macs", f
         trainer.notes.append(f"resumed from {resume} at step {start}")
 
     level = lam  # the strength applied while the cost is above the budget
+    frozen_at = None  # the step at which the method's decision was held at the target
+
+    def topped_up():
+        """The open gates plus, most probable first, the closed ones that still fit the target: gates
+        close in bunches under Adam, so the step that reaches the target overshoots it."""
+        last = trainer.last
+        keep = method.alive(last).copy()
+        for unit in np.argsort(-np.asarray(method.keep_probability(last), float), kind="stable"):
+            if not keep[unit]:
+                keep[unit] = True
+                keep[unit] = cost_model.total(metric, keep) <= fraction * full
+        return keep
+
+    # the strength may grow 1e4-fold within half the steps: a short budget must reach the target too
+    growth = max(1.08, 10.0 ** (4.0 / max(1.0, 0.5 * steps)))
 
     def controller(step, keep, lam):
         """Bang-bang with memory: under Adam a gate closes at full speed whenever the regularizer
         outweighs a (near-zero) task gradient, whatever the strength, so the strength is switched
-        off once the cost is within budget and resumes, a little weaker, if the cost climbs back."""
-        nonlocal level
-        cost = cost_model.total(metric, keep) / full
+        off once the cost is within budget and resumes, a little weaker, if the cost climbs back.
+        The cost is the lower of the expected one (gate probabilities: no lag while gates close) and
+        the hard one (logit > 0: gates parked at the lower logit bound still count ~5 % open in the
+        expected cost, which kept the strength on far below the target). Once the hard cost is at the
+        target, methods that can hold their decision (gates) stop there."""
+        nonlocal level, frozen_at
+        hard = cost_model.total(metric, method.alive(trainer.last)) / full
+        cost = min(hard, cost_model.total(metric, keep) / full)
         if strength is not None:
             return lam, cost
+        if frozen_at is None and method.holds and hard <= fraction:
+            method.freeze(trainer.session, topped_up())
+            frozen_at = step
+        if frozen_at is not None:
+            return 0.0, cost_model.total(metric, method.alive(trainer.last)) / full
         budget = 1.0 - (1.0 - fraction) * min(1.0, (step + 1) / max(1.0, 0.6 * steps))
         if cost > budget:
-            level = float(min(level * 1.08, 1e6))
+            level = float(min(level * growth, 1e6))
             return level, cost
         level = float(max(level * 0.9, 1e-5))
         return 0.0, cost
@@ -327,9 +361,12 @@ def train_method(method, analysis, cost_model, *, data, seed=0, metric="macs", f
         reached = cost_model.total(metric, method.alive(last)) / full
     finally:
         trainer.close()
+    held = f", held from step {frozen_at}" if frozen_at is not None else ""
     notes = trainer.notes + [f"trained {steps - start} steps in {time.perf_counter() - t0:.1f} s; the gates "
-                             f"left {reached:.3f} of the original {metric} alive (target {fraction:g})"]
-    return FitResult(importance, params, curve, notes)
+                             f"left {reached:.3f} of the original {metric} alive (target {fraction:g}{held}) "
+                             f"by the end of training"]
+    training = {"end_cost_fraction": round(float(reached), 5), "target": fraction, "held_from_step": frozen_at}
+    return FitResult(importance, params, curve, notes, extra={"training": training})
 
 
 def weight_scaled_lr(model, names) -> float:
@@ -343,7 +380,6 @@ def weight_scaled_lr(model, names) -> float:
     return LR_PER_WEIGHT * float(np.median(rms)) if rms else 3e-3
 
 
-LR_PER_WEIGHT = 0.05
 
 
 def recover(analysis, keep_units: np.ndarray, *, data, steps: int, seed=0, progress=None, labels=None,

@@ -51,12 +51,18 @@ class Reconstruction:
     seconds: float
 
     def note(self) -> str:
-        kept = [r for r in self.layers if r["kept"]]
+        bn = next((r["re_estimated"] for r in self.layers if "re_estimated" in r), None)
+        tail = f"; re-estimated the statistics of {bn} BatchNormalization nodes" if bn else ""
+        return self._refit_note() + tail
+
+    def _refit_note(self) -> str:
+        kept = [r for r in self.layers if r.get("kept")]
         if not kept:
             return "least-squares reconstruction: no layer improved (left as cut)"
         before = np.median([r["error_before"] for r in kept])
         after = np.median([r["error_after"] for r in kept])
-        return (f"least-squares reconstruction refit {len(kept)} of {len(self.layers)} affected layers in "
+        refit = [r for r in self.layers if "kept" in r]
+        return (f"least-squares reconstruction refit {len(kept)} of {len(refit)} affected layers in "
                 f"{self.seconds:.1f} s: held-out pre-activation error {before:.3f} -> {after:.3f} (median relative)")
 
 
@@ -234,7 +240,7 @@ def _runner(model: onnx.ModelProto, outputs: list[str], fixed_batch: int):
 
 def reconstruct(masked: onnx.ModelProto, original: onnx.ModelProto, inputs: dict[str, np.ndarray], *,
                 ridge: float = 1e-3, batch: int = 32, fixed_batch: int = 1, seed: int = 0,
-                progress=None) -> Reconstruction:
+                progress=None, refit: bool = True, bn_stats: bool = False) -> Reconstruction:
     """Refit the linear layers of `masked` (the cut model, 0/1 gates in place) to reproduce
     `original`'s pre-activations on calibration `inputs`. Returns the changed initializers."""
     say = progress or (lambda msg, **info: None)
@@ -254,24 +260,8 @@ def reconstruct(masked: onnx.ModelProto, original: onnx.ModelProto, inputs: dict
     names_o = [l.x_orig for l in layers]
     got_m = _runner(work, names_m, fixed_batch)(first)
     got_o = _runner(original, names_o, fixed_batch)(first)
-    affected = [l for l in layers if not np.array_equal(got_m[l.x], got_o[l.x_orig])]
-    producers = {o: n for n in work.graph.node for o in n.output}
-    layer_of_output = {l.y: l.node for l in affected}
-    layer_of_output.update({n.output[0]: n.name for n in work.graph.node if n.name in {l.node for l in affected}})
-    wave: dict[str, int] = {}
-    for layer in affected:  # topological order
-        stack, seen, level = [layer.x], set(), 0
-        while stack:
-            t = stack.pop()
-            if t in seen or t not in producers:
-                continue
-            seen.add(t)
-            p = producers[t]
-            if p.name in wave:
-                level = max(level, wave[p.name] + 1)
-                continue
-            stack.extend(p.input)
-        wave[layer.node] = level
+    affected = [l for l in layers if refit and not np.array_equal(got_m[l.x], got_o[l.x_orig])]
+    wave = _waves(work, [(l.node, l.x) for l in affected])
     results, params = [], {}
     for k in range(max(wave.values(), default=-1) + 1):
         todo = [l for l in affected if wave[l.node] == k]
@@ -325,7 +315,65 @@ def reconstruct(masked: onnx.ModelProto, original: onnx.ModelProto, inputs: dict
                 else:  # BN(y + b) with mean m equals BN(y) with mean m - b
                     mean = numpy_helper.to_array(inits[layer.bn_mean])
                     _set(inits[layer.bn_mean], (mean - fitted).astype(mean.dtype), params)
+    if bn_stats:
+        say("re-estimating BatchNorm statistics")
+        bn = reestimate_bn(work, inputs, batch=batch, fixed_batch=fixed_batch)
+        params.update(bn)
+        results.append({"layer": "BatchNormalization statistics", "re_estimated": len(bn) // 2})
     return Reconstruction(params, results, time.perf_counter() - t0)
+
+
+def _waves(model: onnx.ModelProto, items: list[tuple[str, str]]) -> dict[str, int]:
+    """For (node, input tensor) pairs in topological order: the pass in which each can be handled,
+    one after every listed node upstream of its input."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    wave: dict[str, int] = {}
+    for node, tensor in items:
+        stack, seen, level = [tensor], set(), 0
+        while stack:
+            t = stack.pop()
+            if t in seen or t not in producers:
+                continue
+            seen.add(t)
+            p = producers[t]
+            if p.name in wave:
+                level = max(level, wave[p.name] + 1)
+                continue
+            stack.extend(p.input)
+        wave[node] = level
+    return wave
+
+
+def reestimate_bn(model: onnx.ModelProto, inputs: dict[str, np.ndarray], *, batch: int = 32,
+                  fixed_batch: int = 1) -> dict[str, np.ndarray]:
+    """Set every BatchNormalization's stored mean and variance to its input's statistics in `model`
+    (modified in place) on calibration `inputs`, upstream ones first. Returns the changed values."""
+    inits = {t.name: t for t in model.graph.initializer}
+    bns = [n for n in model.graph.node if n.op_type == "BatchNormalization" and len(n.input) >= 5
+           and n.input[3] in inits and n.input[4] in inits]
+    wave = _waves(model, [(n.name, n.input[0]) for n in bns])
+    params: dict[str, np.ndarray] = {}
+    for k in range(max(wave.values(), default=-1) + 1):
+        todo = [n for n in bns if wave[n.name] == k]
+        run = _runner(model, [n.input[0] for n in todo], fixed_batch)
+        sums: dict[str, list] = {}
+        for feeds in _batches(inputs, batch):
+            got = run(feeds)
+            for n in todo:
+                x = got[n.input[0]].astype(np.float64)
+                axes = tuple(a for a in range(x.ndim) if a != 1)
+                acc = sums.setdefault(n.name, [0.0, 0.0, 0])
+                acc[0] += x.sum(axis=axes)
+                acc[1] += np.square(x).sum(axis=axes)
+                acc[2] += x.size // x.shape[1]
+        for n in todo:
+            total, squares, count = sums[n.name]
+            mean = total / count
+            var = np.maximum(squares / count - mean ** 2, 0.0)
+            dtype = numpy_helper.to_array(inits[n.input[3]]).dtype
+            _set(inits[n.input[3]], mean.astype(dtype), params)
+            _set(inits[n.input[4]], var.astype(dtype), params)
+    return params
 
 
 def _set(init: onnx.TensorProto, value: np.ndarray, params: dict) -> None:
@@ -334,7 +382,8 @@ def _set(init: onnx.TensorProto, value: np.ndarray, params: dict) -> None:
 
 
 def reconstruct_cut(analysis, keep_units: np.ndarray, inputs: dict[str, np.ndarray], *, teacher=None,
-                    samples: int = 256, ridge: float = 1e-3, seed: int = 0, progress=None) -> Reconstruction:
+                    samples: int = 256, ridge: float = 1e-3, seed: int = 0, progress=None, refit: bool = True,
+                    bn_stats: bool = False) -> Reconstruction:
     """`reconstruct` for the cut `keep_units` of `analysis` (its current weights), against `teacher`
     (the untouched model; default `analysis.loaded.model`), on at most `samples` calibration rows."""
     from ..gates import build_masked
@@ -350,4 +399,4 @@ def reconstruct_cut(analysis, keep_units: np.ndarray, inputs: dict[str, np.ndarr
         size = int(next(iter(analysis.loaded.static_inputs.values()))[0])
     # a batched model runs `size` rows at a time; the static one, one row
     return reconstruct(build_masked(batched, keep_units), reference, calib, ridge=ridge, batch=batch,
-                       fixed_batch=size, seed=seed, progress=progress)
+                       fixed_batch=size, seed=seed, progress=progress, refit=refit, bn_stats=bn_stats)

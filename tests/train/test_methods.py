@@ -60,6 +60,7 @@ def test_gates_cost_tracks_target(setup):
                           lr=3e-3, recover_steps=0, seed=1)
     training = [c for c in res.report["training_curve"] if c["phase"] == "training"]
     assert abs(training[-1]["cost_fraction"] - 0.4) < 0.2
+    assert abs(res.report["training"]["end_cost_fraction"] / 0.4 - 1) <= 0.1  # held at the target
     assert res.report["pruned"]["macs"] <= 0.4 * res.report["original"]["macs"]
 
 

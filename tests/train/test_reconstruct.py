@@ -56,3 +56,39 @@ def test_one_shot_cut_recovers_on_the_demo():
     cut = onnxmorph.prune(str(ROOT / "models/demo_cnn.onnx"), method="magnitude", target="flops=0.25")
     cut_acc = float(np.mean(run_batched(cut.model, {"input": test["input"]})["logits"].argmax(1) == test["labels"]))
     assert cut_acc < 0.6 < accuracy
+
+
+def test_batchnorm_statistics_are_re_estimated_on_the_cut_model():
+    """--bn-stats: each BatchNormalization's stored mean/variance become its input's statistics in the
+    cut model on the calibration data (upstream first), computed here directly."""
+    from zoo import residual
+    from onnxmorph.fidelity import run_batched as run
+    from onnxmorph.train.reconstruct import reestimate_bn
+
+    model = residual(batch="N")
+    rng = np.random.default_rng(0)
+    data = {"input": rng.standard_normal((96, 3, 12, 12)).astype(np.float32)}
+    res = onnxmorph.prune(model, method="magnitude", target="flops=0.5", data=data, steps=0,
+                          reconstruct=False, bn_stats=True)
+    assert res.report["verify"]["passed"]
+    masked = onnx.ModelProto()
+    masked.CopyFrom(res.masked)
+    bns = [n for n in masked.graph.node if n.op_type == "BatchNormalization"]
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in masked.graph.initializer}
+    # the masked model carries the re-estimated statistics: re-estimating again changes nothing
+    train_rows = {"input": data["input"]}
+    again = reestimate_bn(masked, train_rows, batch=32)
+    first = bns[0]
+    x = run(_with_output(res.masked, first.input[0]), train_rows)[first.input[0]].astype(np.float64)
+    assert np.allclose(again[first.input[3]], x.mean(axis=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    # the prune used its training split (the held-out rows stay out): close to, not equal to, all rows
+    assert np.allclose(inits[first.input[3]], x.mean(axis=(0, 2, 3)), atol=0.1)
+    assert not np.allclose(inits[first.input[3]], onnx.numpy_helper.to_array(
+        next(t for t in model.graph.initializer if t.name == first.input[3])))
+
+
+def _with_output(model, name):
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    out.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    return out
