@@ -109,7 +109,8 @@ def om_kwargs(api: str, method: str, steps: int) -> tuple[dict, str]:
         return {"steps": steps}, f"steps={steps}"
     if method == "magnitude":
         return {"recover_steps": steps}, f"recover_steps={steps}"
-    return {"steps": steps // 2, "recover_steps": steps - steps // 2}, f"steps={steps // 2} + recover_steps={steps - steps // 2}"
+    train, recover = steps // 2, steps - steps // 2
+    return {"steps": train, "recover_steps": recover}, f"steps={train} + recover_steps={recover}"
 
 
 def run_om(args, model: str, method: str, fraction: float, labels: bool, x_test, y_test) -> dict:
@@ -147,7 +148,8 @@ def run_om(args, model: str, method: str, fraction: float, labels: bool, x_test,
             row[f"report_{key}"] = rep[key]
     if args.save_dir:
         Path(args.save_dir).mkdir(parents=True, exist_ok=True)
-        res.save(Path(args.save_dir) / f"{Path(model).stem}_{method}_{fraction:g}_{'labels' if labels else 'free'}.onnx")
+        mode = "labels" if labels else "free"
+        res.save(Path(args.save_dir) / f"{Path(model).stem}_{method}_{fraction:g}_{mode}.onnx")
     return row
 
 
@@ -181,7 +183,8 @@ def pivot(rows: list[dict], baselines: dict) -> str:
     for model in dict.fromkeys(r["model"] for r in rows):
         rs = [r for r in rows if r["model"] == model]
         cols = sorted(dict.fromkeys((r["method"], r["labels"]) for r in rs),
-                      key=lambda c: (c[0] not in TP_METHODS, METHODS.index(c[0]) if c[0] in METHODS else 99, c[1]))
+                      key=lambda c: (c[0] not in TP_METHODS, METHODS.index(c[0]) if c[0] in METHODS else 99,
+                                     c[1] != "labels"))
         base = baselines.get(model)
         out.append(f"\n{model}" + (f" (unpruned test accuracy {100 * base:.1f} %)" if base is not None else ""))
         out.append("| MACs | " + " | ".join(f"{m} {'labels' if lab == 'labels' else 'free'}" for m, lab in cols)
@@ -223,7 +226,8 @@ def plot(rows: list[dict], baselines: dict, path: str, title: str) -> str | None
                     mfc="none" if lab == "free" else color, alpha=0.9,
                     label=f"{m} {'labels' if lab == 'labels' else 'label-free'}")
         if model in baselines:
-            ax.axhline(100 * baselines[model], color="grey", ls=":", lw=1, label=f"unpruned ({100 * baselines[model]:.1f} %)")
+            ax.axhline(100 * baselines[model], color="grey", ls=":", lw=1,
+                       label=f"unpruned ({100 * baselines[model]:.1f} %)")
         fr = sorted({r["fraction"] for r in rows if r["model"] == model})
         ax.set_xscale("log", base=2)
         ax.set_xticks(fr)
@@ -284,8 +288,9 @@ def main(argv=None) -> int:
     x_test, y_test = (np.load(DATA[1])[k] for k in ("input", "labels"))
     baselines: dict = {}
     try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
+        # the last commit that changed onnxmorph/ (tools/ and docs/ commits don't change the rows)
+        commit = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h", "--", "onnxmorph"],
+                                capture_output=True, text=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "onnxmorph"], capture_output=True,
                                text=True).stdout.strip()
         commit += "+dirty" if dirty else ""

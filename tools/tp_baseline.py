@@ -160,13 +160,20 @@ def search_ratio(model: nn.Module, fraction: float, iters: int = 14) -> tuple[fl
     return best
 
 
-def finetune(student: nn.Module, teacher: nn.Module, x: np.ndarray, y: np.ndarray, labels: bool, steps: int,
+def teacher_logits(teacher: nn.Module, x: np.ndarray) -> torch.Tensor:
+    """The unpruned model's logits on the (never augmented) training set, computed once for all rows."""
+    teacher.eval()
+    with torch.no_grad():
+        return torch.cat([teacher(torch.from_numpy(x[i:i + 256])) for i in range(0, len(x), 256)])
+
+
+def finetune(student: nn.Module, teacher: torch.Tensor, x: np.ndarray, y: np.ndarray, labels: bool, steps: int,
              batch: int, lr: float, seed: int) -> list[float]:
-    """`steps` SGD steps on random batches (epochs of a seeded permutation); returns the loss every 10 steps."""
+    """`steps` SGD steps on random batches (epochs of a seeded permutation), with cross-entropy on `y` or
+    KL to the softmax of `teacher` (logits for `x`); returns the loss every 10 steps."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    teacher.eval()
     order, pos, curve = torch.randperm(len(yt), generator=gen), 0, []
     for step in range(steps):
         if pos + batch > len(order):
@@ -178,8 +185,7 @@ def finetune(student: nn.Module, teacher: nn.Module, x: np.ndarray, y: np.ndarra
         if labels:
             loss = F.cross_entropy(out, yt[idx])
         else:
-            with torch.no_grad():
-                target = F.softmax(teacher(xt[idx]), dim=1)
+            target = F.softmax(teacher[idx], dim=1)
             loss = F.kl_div(F.log_softmax(out, dim=1), target, reduction="batchmean")
         opt.zero_grad()
         loss.backward()
@@ -202,6 +208,7 @@ class TorchPruningBaseline:
         if self.diff > 1e-3:
             raise RuntimeError(f"the torch rebuild of {onnx_path} differs from onnxruntime by {self.diff:.3g}")
         self.data = (x_train, y_train, x_test, y_test)
+        self.teacher = teacher_logits(self.model, x_train)
         self.seed = seed
         self.ratios: dict[float, tuple[float, float]] = {}
 
@@ -228,7 +235,7 @@ class TorchPruningBaseline:
         got = macs(student) / macs(self.model)
         before = accuracy(student, x_test, y_test)
         t1 = time.perf_counter()
-        curve = finetune(student, self.model, x_train, y_train, labels, steps, batch, lr, self.seed)
+        curve = finetune(student, self.teacher, x_train, y_train, labels, steps, batch, lr, self.seed)
         t2 = time.perf_counter()
         kept = [m.out_channels for m in student.modules() if isinstance(m, nn.Conv2d)]
         full = [m.out_channels for m in self.model.modules() if isinstance(m, nn.Conv2d)]
