@@ -172,7 +172,11 @@ def print_rows(rows: list[dict]) -> None:
             print(lead + f"{'ERROR':>9} | {'':>5} | {'':>9} | {'':>8} | {r['wall_s']:>6.1f} | {r['error']}")
             continue
         cut = f"{100 * r['accuracy_after_cut']:.1f}%" if "accuracy_after_cut" in r else "-"
-        extra = r.get("budget", "") if r["method"] not in TP_METHODS else f"uniform ratio {r['uniform_ratio']:.3f}"
+        extra = r.get("budget", "")
+        if isinstance(r.get("report_budget"), dict):  # the report's own split of the budget
+            extra = ", ".join(f"{k} {v}" for k, v in r["report_budget"].items() if k != "steps")
+        if r["method"] in TP_METHODS:
+            extra = f"uniform ratio {r['uniform_ratio']:.3f}"
         print(lead + f"{r['achieved']:>9.4f} | {r['steps_used']:>5} | {cut:>9} | {100 * r['accuracy']:>7.1f}% | "
               f"{r['wall_s']:>6.1f} | {extra}{'' if r.get('reached', True) else ' (target not reached)'}")
 
@@ -187,9 +191,9 @@ def pivot(rows: list[dict], baselines: dict) -> str:
                                      c[1] != "labels"))
         base = baselines.get(model)
         out.append(f"\n{model}" + (f" (unpruned test accuracy {100 * base:.1f} %)" if base is not None else ""))
-        out.append("| MACs | " + " | ".join(f"{m} {'labels' if lab == 'labels' else 'free'}" for m, lab in cols)
-                   + " |")
-        out.append("|---:|" + "---:|" * len(cols))
+        out.append("| MACs | TP MACs | " + " | ".join(f"{m} {'labels' if lab == 'labels' else 'free'}"
+                                                     for m, lab in cols) + " |")
+        out.append("|---:|---:|" + "---:|" * len(cols))
         for frac in sorted({r["fraction"] for r in rs}, reverse=True):
             cells = []
             for m, lab in cols:
@@ -201,7 +205,9 @@ def pivot(rows: list[dict], baselines: dict) -> str:
                 else:
                     cut = f" ({100 * r['accuracy_after_cut']:.1f})" if "accuracy_after_cut" in r else ""
                     cells.append(f"{100 * r['accuracy']:.1f}{cut}")
-            out.append(f"| 1/{round(1 / frac)} | " + " | ".join(cells) + " |")
+            tp_macs = next((f"{r['achieved']:.3f}" for r in rs if r["method"] in TP_METHODS and r["fraction"] == frac
+                            and "error" not in r), "")
+            out.append(f"| 1/{round(1 / frac)} | {tp_macs} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
