@@ -13,7 +13,7 @@ Every row is one (model, method, MAC fraction, label mode) at a TOTAL budget of 
   `onnxmorph.prune(MODEL, method=M, target=f"flops={F}", data=TRAIN_NPZ, labels="labels" or None,
   steps=STEPS, batch_size=32, seed=0)`. `steps` is the total budget (training + recovery) in the API this
   tool was written for. An older API spent `steps` on training and `recover_steps` more on recovery: the tool
-  probes which one it runs on (a 4-step prune: 4 or 8 optimizer steps) and, on the older one, passes
+  probes which one it runs on (a 40-step prune: <= 40 or ~80 optimizer steps) and, on the older one, passes
   steps=STEPS/2 + recover_steps=STEPS/2 (magnitude: recover_steps=STEPS). Every row records the optimizer
   steps it actually used (from the report's training curve) and the split.
 
@@ -94,10 +94,16 @@ def curve_steps(curve: list[dict]) -> int:
 
 def probe_budget_api(model: str, data: str) -> str:
     """'total' if `steps` is the whole budget (training + recovery), 'split' if recovery comes on top
-    (the older API): a 4-step gates prune uses 4 or 8 optimizer steps."""
-    res = onnxmorph.prune(model, method="gates", target="flops=0.9", data=data, steps=4, batch_size=8, seed=0)
+    (the older API): a 40-step gates prune uses at most 40 or about 80 optimizer steps."""
+    res = onnxmorph.prune(model, method="gates", target="flops=0.9", data=data, steps=40, batch_size=8, seed=0)
     n = curve_steps(res.report.get("training_curve") or [])
-    return "total" if n <= 4 else "split"
+    return "total" if n <= 40 else "split"
+
+
+def probe_steps(rep: dict) -> int:
+    """Optimizer steps a prune spent choosing its learning rate: in its budget, not in its curve."""
+    budget = rep.get("budget") if isinstance(rep.get("budget"), dict) else {}
+    return int(budget.get("probe") or rep.get("probe_steps") or 0)
 
 
 def om_kwargs(api: str, method: str, steps: int) -> tuple[dict, str]:
@@ -134,7 +140,8 @@ def run_om(args, model: str, method: str, fraction: float, labels: bool, x_test,
         reached=bool(rep["target"].get("reached", True)),
         params=round(rep["pruned"]["params"] / rep["original"]["params"], 4),
         accuracy=round(accuracy(res.model, x_test, y_test, args.threads), 4),
-        steps_used=curve_steps(curve),
+        steps_used=curve_steps(curve) + probe_steps(rep),
+        lr_probe_steps=probe_steps(rep),
         steps_by_phase={p: curve_steps([c for c in curve if c.get("phase") == p])
                         for p in dict.fromkeys(c.get("phase") for c in curve)},
         wall_s=round(wall, 2),
