@@ -537,11 +537,29 @@ def onnxmorph_cli() -> str:
     return str(exe) if exe.exists() else (shutil.which("onnxmorph") or "onnxmorph")
 
 
-RECOVER_STEPS = 100   # "magnitude+recover": magnitude with this many --recover-steps ("+recoverN" for N)
+RECOVER_STEPS = 100   # "magnitude+recover": magnitude with this many recovery steps ("+recoverN" for N)
+
+
+def method_flags(method: str, total_budget: bool, train_steps: int) -> list[str]:
+    """The step flags that give every onnxmorph version the same budget for a bench method.
+
+    Before the one-budget change (issue 12) `--steps S` meant S training steps plus `--recover-steps`
+    (default S) of recovery, and magnitude recovered only when asked; after it, `--steps` counts every
+    optimizer step and magnitude with --data spends all of them recovering. So:
+    gates: S training + S recovery; magnitude: no step (one-shot; after the change that includes the
+    closed-form reconstruction); magnitude+recover: RECOVER_STEPS recovery steps."""
+    base, plus, recover = method.partition("+recover")
+    if plus:
+        n = recover or str(RECOVER_STEPS)
+        return ["--steps", n] if total_budget else ["--recover-steps", n]
+    if base == "magnitude":
+        return ["--recover-steps", "0"] if total_budget else []
+    return ["--steps", str(2 * train_steps)] if total_budget else ["--steps", str(train_steps)]
 
 
 def prune_once(key: str, method: str, flops: float, cache: Path, work: Path, calib: Path, ev: Path,
-               timeout: int, extra: list[str], tag: str = "") -> dict:
+               timeout: int, extra: list[str], tag: str = "", total_budget: bool = False,
+               train_steps: int = 100) -> dict:
     """One `onnxmorph prune` run in a subprocess, then its held-out agreement with the original."""
     spec = MODELS[key]
     model = cache / spec["file"]
@@ -549,8 +567,8 @@ def prune_once(key: str, method: str, flops: float, cache: Path, work: Path, cal
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     out, rep = run_dir / "pruned.onnx", run_dir / "report.json"
-    base, _, recover = method.partition("+recover")
-    flags = ["--recover-steps", recover or str(RECOVER_STEPS)] if method != base else []
+    flags = method_flags(method, total_budget, train_steps)
+    base = method.partition("+recover")[0]
     cmd = ["timeout", str(timeout), onnxmorph_cli(), "prune", str(model),
            "--method", base, *flags, "--data", str(calib), "--target", f"flops={flops}",
            "--input-shape", f"{spec['input']}={spec['shape']}", "--report", str(rep), "-o", str(out),
@@ -571,9 +589,9 @@ def prune_once(key: str, method: str, flops: float, cache: Path, work: Path, cal
     row["timings"] = report.get("timings", {})
     row["notes"] = report.get("notes", [])
     row["training_curve"] = report.get("training_curve", [])
-    for k in ("fidelity", "recovery", "budget", "lr"):
-        if k in report:
-            row[k] = report[k]
+    for k, v in report.items():          # fidelity, budget, training, ... whatever this version reports
+        if k not in row and k not in ("groups", "frozen", "model", "output", "onnxmorph", "analysis"):
+            row[k] = v
     data = np.load(ev)
     x = data[spec["input"]]
     ref = run_model(model, x, spec["input"])
@@ -609,6 +627,46 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _cell(r: dict | None) -> tuple[str, str, str]:
+    """(agreement, MACs, wall) cells of one row; a failure shows as 'failed'."""
+    if r is None:
+        return "—", "—", "—"
+    if "value" not in r:
+        return "failed" + (" (timeout)" if "timed out" in r.get("error", "") else ""), "—", f"{r['wall_s']:.0f}"
+    val = f"{r['value']:.3f}"
+    if r.get("map_iou") is not None:
+        val += f" / {r['map_iou']:.3f}"
+    return val, f"{r['macs_ratio']:.3f}", f"{r['wall_s']:.0f}"
+
+
+def compare_table(before: dict, after: dict) -> str:
+    """Side-by-side rows of two results files (same model, method, flops)."""
+    key = lambda r: (r["model"], r["method"], r["flops"])  # noqa: E731
+    b, a = {key(r): r for r in before["rows"]}, {key(r): r for r in after["rows"]}
+    order = list(dict.fromkeys(list(b) + list(a)))
+    lines = [f"| model | metric | method | flops | agreement {before['commit']} | agreement {after['commit']} "
+             f"| MACs {before['commit']} / {after['commit']} | wall s {before['commit']} / {after['commit']} |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for k in order:
+        rb, ra = b.get(k), a.get(k)
+        (vb, mb, wb), (va, ma, wa) = _cell(rb), _cell(ra)
+        metric = (ra or rb).get("metric") or {"ctc": "char agreement", "cls": "top-1 agreement",
+                                               "det": "box F1 / map IoU", "map": "map IoU"}[MODELS[k[0]]["task"]]
+        if MODELS[k[0]]["task"] == "det":
+            metric = "box F1 / map IoU"
+        lines.append(f"| {k[0]} | {metric} | {k[1]} | {k[2]} | {vb} | {va} | {mb} / {ma} | {wb} / {wa} |")
+    return "\n".join(lines)
+
+
+def errors_table(results: dict) -> str:
+    """The one-line errors of the failed runs of one results file."""
+    lines = [f"| model | method | flops | error ({results['commit']}) |", "|---|---|---:|---|"]
+    for r in results["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['method']} | {r['flops']} | {short(r['error'], 300)} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="collect_pretrained.py's folder")
@@ -620,16 +678,26 @@ def main(argv=None) -> int:
     ap.add_argument("--calib", type=int, default=128, help="calibration inputs per model")
     ap.add_argument("--eval", type=int, default=64, help="held-out inputs per model")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per prune run")
-    ap.add_argument("--extra", default="", help="extra prune flags, e.g. '--steps 100'")
+    ap.add_argument("--train-steps", type=int, default=100,
+                    help="gates: this many training steps and as many recovery steps")
+    ap.add_argument("--total-budget", action="store_true",
+                    help="onnxmorph counts --steps as training + recovery (issue 12's one budget)")
+    ap.add_argument("--extra", default="", help="extra prune flags")
     ap.add_argument("--sanity", action="store_true", help="only check the originals against ground truth")
     ap.add_argument("--tag", default="", help="label stored with every row (e.g. before / after)")
     ap.add_argument("--json", type=Path, help="results file, rewritten after every row")
     ap.add_argument("--table", type=Path, help="print the table of an existing results file and exit")
+    ap.add_argument("--compare", type=Path, nargs=2, metavar=("BEFORE", "AFTER"),
+                    help="print a before/after table of two results files (and their errors) and exit")
     args = ap.parse_args(argv)
     os.nice(max(0, 10 - os.nice(0)))    # the machine is shared: everything below runs at nice 10
 
     if args.table:
         print(table(json.loads(args.table.read_text())["rows"]))
+        return 0
+    if args.compare:
+        before, after = (json.loads(p.read_text()) for p in args.compare)
+        print(compare_table(before, after), errors_table(before), errors_table(after), sep="\n\n")
         return 0
     missing = [k for k in args.models if not (args.cache / MODELS[k]["file"]).exists()]
     if missing:
@@ -641,6 +709,7 @@ def main(argv=None) -> int:
             print(key, json.dumps(sanity(key, args.cache, args.work, args.eval), ensure_ascii=False))
         return 0
     result = {"tag": args.tag, "commit": git_commit(), "calib": args.calib, "eval": args.eval,
+              "train_steps": args.train_steps, "total_budget": args.total_budget,
               "timeout_s": args.timeout, "extra": args.extra, "rows": []}
     if args.json and args.json.exists():
         old = json.loads(args.json.read_text())
@@ -654,7 +723,7 @@ def main(argv=None) -> int:
                 if (key, method, flops) in done:
                     continue
                 row = prune_once(key, method, flops, args.cache, args.work, calib, ev, args.timeout,
-                                 args.extra.split(), args.tag)
+                                 args.extra.split(), args.tag, args.total_budget, args.train_steps)
                 row["tag"] = args.tag
                 result["rows"].append(row)
                 print(f"{key} {method} flops={flops}: "
