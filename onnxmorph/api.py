@@ -20,18 +20,24 @@ from . import measure as measuring
 from .analysis import Analysis, analyze
 from .analysis.options import AnalysisOptions
 from .cost import CostModel, parse_target
-from .data import check_inputs, load_arrays
+from .data import check_inputs, load_arrays, split_holdout
 from .emit import emit_pruned
 from .errors import OnnxMorphError, TargetUnreachable, UsageError, VerificationError
+from .fidelity import fidelity
 from .gates import build_masked
 from .graph import load_model
 from .methods import get_method, select_units
+from .methods.decide import select_uniform
 from .train.engine import apply_params
 from .train.loop import recover
+from .train.reconstruct import reconstruct_cut
 from .verify import compare, sample_inputs
 
 VERIFY_BATCHES = 3
-DEFAULT_STEPS = 400  # training methods: regularized steps, then as many recovery steps
+# how one-shot scores share the cut among groups: the same share of every group, a global ranking of
+# the (per-group normalized) scores, or scores per unit of cost saved
+ALLOCATIONS = ("uniform", "global", "cost")
+DEFAULT_STEPS = 300  # optimizer steps in all (training + recovery) when data is given
 
 
 @dataclass
@@ -153,6 +159,10 @@ def prune(
     prune_embedding: bool = False,
     measure: bool = False,
     measure_rounds: int = 3,
+    eval_data: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
+    reconstruct: bool = True,
+    allocation: str | None = None,
+    bn_stats: bool = False,
     **method_options,
 ) -> PruneResult:
     """Prune `model` to `target` and return the verified pruned model with its report.
@@ -176,11 +186,18 @@ def prune(
     if round_to < 1:
         raise UsageError(f"--round-to must be >= 1, got {round_to}")
     method_obj = get_method(method, **method_options)
+    budget = split_budget(method_options.get("steps"), recover_steps, method_obj.trains, data is not None)
+    if method_obj.trains:
+        method_obj.options["steps"] = budget["training"]
     if method_obj.needs_data and data is None:
         raise UsageError(f"method '{method}' needs --data (an .npz of inputs or a folder of images)")
     if metric == "latency" and profile is None:
         raise UsageError("--target latency=F needs a hardware profile: --profile NAME or a JSON file "
                          "(see `onnxmorph profiles list`)")
+    if allocation is None:  # a latency target needs the per-layer latency ranking; MACs share alike
+        allocation = "cost" if metric == "latency" else "uniform"
+    if allocation not in ALLOCATIONS:
+        raise UsageError(f"unknown allocation '{allocation}': choose one of {', '.join(ALLOCATIONS)}")
     if measure_rounds < 1:
         raise UsageError(f"--measure-rounds must be >= 1, got {measure_rounds}")
     threads = measure_threads(profile) if measure else 1
@@ -188,12 +205,13 @@ def prune(
     with timer("load"):
         say("loading")
         loaded = load_model(model, input_shapes)
-    arrays = None
+    arrays, held_out = None, None
     if data is not None:
-        inputs, label_array, _ = check_inputs(load_arrays(data, loaded, image_mean, image_std), loaded, labels)
-        arrays = dict(inputs)
-        if label_array is not None:
-            arrays[labels] = label_array
+        arrays = _checked(data, loaded, labels, image_mean, image_std)
+        if eval_data is not None:
+            held_out = _checked(eval_data, loaded, labels, image_mean, image_std)
+        else:
+            arrays, held_out = split_holdout(arrays, seed)
     with timer("analyze"):
         say("analyzing channel groups")
         analysis = analyze(loaded, options)
@@ -208,15 +226,19 @@ def prune(
 
     def decide(frac: float):
         """The selection for `frac` of `metric`, and whether it had to drop the per-group floor."""
+        if method_obj.per_cost and allocation == "uniform":
+            return select_uniform(analysis, cost_model, fit.importance, metric, frac, round_to, best_effort), False
+        per_cost = method_obj.per_cost and allocation == "cost"
         try:
             return select_units(analysis, cost_model, fit.importance, metric, frac, round_to,
-                                per_cost=method_obj.per_cost, min_keep=floor), False
+                                per_cost=per_cost, min_keep=floor), False
         except TargetUnreachable:  # retry without the per-group floor (and, if asked, best effort)
             return select_units(analysis, cost_model, fit.importance, metric, frac, round_to,
-                                best_effort, per_cost=method_obj.per_cost, min_keep=0.0), floor > 0
+                                best_effort, per_cost=per_cost, min_keep=0.0), floor > 0
 
     with timer("decide"):
         selection, relaxed = decide(fraction)
+    teacher = loaded.model  # the untouched model: distillation and reconstruction targets
     measured = None
     if measure and metric == "latency":
         with timer("measure"):
@@ -226,19 +248,28 @@ def prune(
     if relaxed:
         fit.notes.append(f"the target needs some layers below {100 * floor:.0f} % of their channels")
     keep = selection.keep_units
-    if recover_steps is None:
-        recover_steps = method_options.get("steps", DEFAULT_STEPS) if method_obj.trains else 0
+    if arrays is not None and (reconstruct or bn_stats):
+        with timer("reconstruct"):
+            say("reconstructing the cut layers (least squares)")
+            inputs_only = {s.name: arrays[s.name] for s in loaded.inputs}
+            rebuilt = reconstruct_cut(analysis, keep, inputs_only, teacher=teacher, seed=seed, progress=progress,
+                                      refit=reconstruct, bn_stats=bn_stats)
+        analysis = replace(analysis, loaded=replace(analysis.loaded,
+                                                    model=apply_params(analysis.loaded.model, rebuilt.params)))
+        fit.notes.append(rebuilt.note())
+    recover_steps = budget["recovery"]
     curve = list(fit.curve)
     if recover_steps > 0:
         if arrays is None:
             raise UsageError("--recover-steps needs --data (distillation fine-tuning of the pruned model)")
         with timer("recover"):
             rec = recover(analysis, keep, data=arrays, steps=recover_steps, seed=seed, progress=progress,
-                          labels=labels, **{k: v for k, v in method_options.items() if k != "steps"})
+                          labels=labels, teacher=teacher, **{k: v for k, v in method_options.items() if k != "steps"})
         analysis = replace(analysis, loaded=replace(analysis.loaded,
                                                     model=apply_params(analysis.loaded.model, rec.params)))
         curve += rec.curve
         fit.notes.extend(rec.notes)
+        budget["probe"] = rec.extra.get("probe_steps", 0)
     with timer("emit"):
         say("emitting the pruned model")
         pruned = emit_pruned(analysis, keep)
@@ -263,12 +294,52 @@ def prune(
     report = build_report(analysis, cost_model, selection, method, target, metric, fraction, result, pruned,
                           timer.times, notes, round_to, seed)
     report["analysis"] = options.as_dict()
+    report["budget"] = budget
+    report["allocation"] = allocation if method_obj.per_cost else "learned"
+    report["reconstruction"] = bool(arrays is not None and reconstruct)
     if measured is not None:
         report["measured"] = measured
     if curve:
         report["training_curve"] = curve
+    if held_out is not None:
+        with timer("fidelity"):
+            say("measuring held-out fidelity")
+            report["fidelity"] = held_out_fidelity(loaded, pruned, held_out, labels)
+        report["timings"] = dict(timer.times, total=round(sum(timer.times.values()), 4))
     report.update(fit.extra)
     return PruneResult(pruned, masked, report, analysis)
+
+
+def split_budget(steps: int | None, recover_steps: int | None, trains: bool, has_data: bool) -> dict:
+    """How `steps` optimizer steps in all are spent: a training method trains for half and recovers
+    for the rest (`recover_steps` sets the recovery part); one-shot methods spend them all on
+    recovery, which needs data."""
+    total = steps if steps is not None else (DEFAULT_STEPS if has_data else 0)
+    if total < 0 or (recover_steps is not None and not 0 <= recover_steps <= max(total, recover_steps)):
+        raise UsageError(f"--steps must be >= 0 and --recover-steps between 0 and --steps "
+                         f"(got {steps}, {recover_steps})")
+    if recover_steps is not None and steps is None:
+        total = recover_steps + (DEFAULT_STEPS // 2 if trains else 0)
+    recovery = recover_steps if recover_steps is not None else (total // 2 if trains else total)
+    if recovery > total:
+        raise UsageError(f"--recover-steps {recover_steps} is more than --steps {total}")
+    return {"steps": total, "training": total - recovery if trains else 0, "recovery": recovery, "probe": 0}
+
+
+def _checked(data, loaded, labels, mean, std) -> dict[str, np.ndarray]:
+    """Data checked against the model's inputs, with the label array (if any) under its own name."""
+    inputs, label_array, _ = check_inputs(load_arrays(data, loaded, mean, std), loaded, labels)
+    arrays = dict(inputs)
+    if label_array is not None:
+        arrays[labels] = label_array
+    return arrays
+
+
+def held_out_fidelity(loaded, pruned: onnx.ModelProto, held_out: dict[str, np.ndarray], labels: str | None) -> dict:
+    """The report's fidelity block: the pruned model against the file's on the held-out rows."""
+    reference = loaded.original if loaded.original is not None and loaded.dynamic else loaded.model
+    inputs = {s.name: held_out[s.name] for s in loaded.inputs}
+    return fidelity(reference, pruned, inputs, labels=held_out.get(labels) if labels else None)
 
 
 def measure_threads(profile) -> int:
@@ -511,7 +582,8 @@ def build_report(analysis, cost_model, selection, method, target, metric, fracti
     groups = []
     for g in analysis.groups:
         kept = [i for i, u in enumerate(g.units) if keep[u]]
-        groups.append({"name": g.name, "channels": g.channels, "kept": len(kept), "kept_indices": kept})
+        groups.append({"name": g.name, "channels": g.channels, "kept": len(kept),
+                       "kept_ratio": round(len(kept) / max(1, len(g.units)), 4), "kept_indices": kept})
     achieved = selection.cost_after / selection.cost_before if selection.cost_before else 1.0
     return {
         "onnxmorph": __version__,

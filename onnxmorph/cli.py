@@ -107,17 +107,31 @@ def prune(
     labels: Optional[str] = typer.Option(None, "--labels", help="Name of the label array in the .npz."),
     mean: Optional[str] = typer.Option(None, "--mean", help="Image folders: per-channel mean, e.g. 0.485,0.456,0.406."),
     std: Optional[str] = typer.Option(None, "--std", help="Image folders: per-channel std, e.g. 0.229,0.224,0.225."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (training methods; default 400)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps in all, training + recovery (default "
+                                                              "300 with --data; training methods split it in half)."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Held-out inputs for the fidelity figure "
+                                                                       "(default: 10 %% of --data kept out)."),
+    allocation: Optional[str] = typer.Option(None, "--allocation", help="One-shot cut across groups: uniform "
+                                             "(same share of every group; default) | global (normalized scores) | "
+                                             "cost (score per unit of cost; default for latency targets)."),
+    no_reconstruct: bool = typer.Option(False, "--no-reconstruct", help="Skip the least-squares refit of the "
+                                        "cut layers (done by default with --data)."),
+    bn_stats: bool = typer.Option(False, "--bn-stats", help="Also re-estimate BatchNorm statistics on --data "
+                                  "after the cut (off by default: it undoes the refit, see docs/BENCHMARKS.md)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Training batch size."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="AdamW learning rate (default 3e-3; use 1e-4..1e-3 "
-                                                          "for large pretrained models)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="AdamW learning rate (default: scaled to the model's "
+                                                          "weights, backed off by a short probe)."),
     recover_steps: Optional[int] = typer.Option(
-        None, "--recover-steps", help="Distillation fine-tuning steps of the cut model before emitting "
-                                      "(default: --steps for training methods, 0 for magnitude)."),
+        None, "--recover-steps", help="How many of --steps fine-tune the cut model (default: half for training "
+                                      "methods, all for magnitude)."),
     strength: Optional[float] = typer.Option(None, "--strength", help="Fixed regularizer strength "
                                                                       "(default: controlled to reach the target)."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Distillation temperature (default 4)."),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adamw (default) or sgd."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="Training engine: onnxmorph (default: its own "
+                                         "gradient graphs on onnxruntime) or ort-training (onnxruntime-training)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Training device: cpu (default) or cuda "
+                                         "(needs onnxruntime-gpu)."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Save training state every N steps."),
     checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Where --checkpoint-every writes."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Resume training from a --checkpoint-dir."),
@@ -125,8 +139,9 @@ def prune(
     burn_in: Optional[int] = typer.Option(None, "--burn-in", help="fisher: steps before the first removal."),
     prune_every: Optional[int] = typer.Option(None, "--prune-every", help="fisher: steps between removals."),
     prune_per_event: Optional[int] = typer.Option(None, "--prune-per-event",
-                                                  help="fisher: channels removed per event (default: sized to "
-                                                       "reach the target by 80 %% of the steps)."),
+                                                  help="fisher: at most N channels per event (default: as many "
+                                                       "as a cost schedule falling to the target by 85 %% of "
+                                                       "the steps asks)."),
     flops_weight: Optional[str] = typer.Option(None, "--flops-weight",
                                                help="fisher: 'auto' (signal per cost) or a float w (signal - w*cost)."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Hardware profile (name or JSON file)."),
@@ -160,7 +175,7 @@ def prune(
             ("temperature", temperature), ("optimizer", optimizer), ("checkpoint_every", checkpoint_every),
             ("checkpoint_dir", checkpoint_dir), ("resume", resume), ("fisher_decay", fisher_decay),
             ("burn_in", burn_in), ("prune_every", prune_every), ("prune_per_event", prune_per_event),
-            ("flops_weight", flops_weight)) if v is not None}
+            ("flops_weight", flops_weight), ("engine", engine), ("device", device)) if v is not None}
         if checkpoint_every and not checkpoint_dir:
             raise UsageError("--checkpoint-every needs --checkpoint-dir")
         if measure_rounds is not None and not measure:
@@ -172,7 +187,8 @@ def prune(
                 input_shapes=_shapes(input_shape), seed=seed, best_effort=best_effort, attention=attention,
                 prune_embedding=prune_embedding, recover_steps=recover_steps, progress=reporter, measure=measure,
                 measure_rounds=3 if measure_rounds is None else measure_rounds,
-                image_mean=_floats(mean, "--mean"), image_std=_floats(std, "--std"), **options,
+                image_mean=_floats(mean, "--mean"), image_std=_floats(std, "--std"), eval_data=eval_data,
+                allocation=allocation, reconstruct=not no_reconstruct, bn_stats=bn_stats, **options,
             )
         finally:
             reporter.close()
@@ -286,6 +302,16 @@ def _print_summary(rep: dict, output: Path) -> None:
                   f"{measured['clock']}): ratio {m['measured_ratio']:.3f}{verdict}{which}")
     v = rep["verify"]
     out.print(f"verified pruned == masked on {v['inputs_used']} inputs (max abs diff {v['max_abs_diff']:.2e})")
+    fid = rep.get("fidelity")
+    if fid and fid.get("agreement") is not None:
+        acc = f", accuracy {100 * fid['accuracy']:.1f} % (original {100 * fid['original_accuracy']:.1f} %)" \
+            if "accuracy" in fid else ""
+        out.print(f"held-out fidelity on {fid['samples']} inputs: agreement with the original "
+                  f"{100 * fid['agreement']:.1f} %{acc}")
+    b = rep.get("budget")
+    if b and b["steps"]:
+        out.print(f"optimizer steps: {b['training']} training + {b['recovery']} recovery"
+                  + (f" ({b['probe']} of them choosing the learning rate)" if b.get("probe") else ""))
     if not rep["target"]["reached"]:
         out.print(f"[yellow]target not reached[/]: best legal result keeps {rep['target']['achieved']:.3f}")
     for note in rep["notes"]:

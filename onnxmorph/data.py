@@ -77,3 +77,16 @@ def check_inputs(arrays: dict[str, np.ndarray], loaded, labels: str | None = Non
         if y.shape[0] != n:
             raise DataError(f"labels '{labels}' have {y.shape[0]} samples, inputs have {n}")
     return inputs, y, int(n)
+
+
+def split_holdout(arrays: dict[str, np.ndarray], seed: int = 0, share: float = 0.1,
+                  most: int = 512) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """(training part, held-out part) of `arrays` (a common first axis): a seeded `share` of the rows,
+    at most `most`, kept out of every fit for the report's fidelity figure; none under 10 rows."""
+    n = next(iter(arrays.values())).shape[0]
+    held = min(most, int(round(share * n))) if n >= 10 else 0
+    if held == 0:
+        return arrays, None
+    order = np.random.default_rng(seed + 7919).permutation(n)
+    out, keep = np.sort(order[:held]), np.sort(order[held:])
+    return {k: v[keep] for k, v in arrays.items()}, {k: v[out] for k, v in arrays.items()}

@@ -97,6 +97,8 @@ def test_unreachable_target_writes_nothing(tmp_path):
     (["--target", "flops=1.5"], "fraction"),
     (["--target", "speed=0.5"], "bad --target"),
     (["--input-shape", "input=1xAx3"], "bad --input-shape"),
+    (["--engine", "torch"], "unknown --engine 'torch'"),
+    (["--engine", "ort-training", "--device", "cuda"], "CPU only"),
 ])
 def test_bad_usage(tmp_path, residual_file, args, needle):
     line = assert_one_line_error(run(["prune", residual_file] + args, tmp_path), 2)

@@ -172,10 +172,10 @@ def squeeze_excite():
     return b.build(b.head(y, 16))
 
 
-def mobile_block():
+def mobile_block(batch=1):
     """Inverted residual: expand, depthwise, SE, project, residual (MobileNetV2/V3 style)."""
     b = GraphBuilder("mobile_block")
-    x = b.input([1, 3, 16, 16])
+    x = b.input([batch, 3, 16, 16])
     s = b.cbr(x, 3, 16, stride=2, act="HardSwish")
     e = b.cbr(s, 16, 48, k=1, act="Relu")
     d = b.cbr(e, 48, 48, group=48, act="HardSwish")

@@ -112,10 +112,12 @@ def _anchor_or_consumer(k: onnx.NodeProto, names: set[str], producer: dict, cons
 
 
 def _anchor(k: onnx.NodeProto, names: set[str], producer: dict) -> str | None:
-    """The original node an optimized kernel stands for: same name, the node named by an NCHWc
+    """The original node an optimized kernel stands for: same name (or a fusion named after it), the node named by an NCHWc
     kernel's `<tensor>_nchwc` name, or the producer of its first original output."""
     if k.name in names:
         return k.name
+    if "/" in k.name and k.name.split("/")[0] in names:  # "<node>/<Fusion>/" (onnxruntime >= 1.20)
+        return k.name.split("/")[0]
     if k.name.endswith(NCHWC_SUFFIX):
         p = producer.get(k.name[: -len(NCHWC_SUFFIX)])
         if p is not None:

@@ -21,7 +21,7 @@ from onnx import shape_inference, version_converter
 from ..errors import ModelLoadError, ShapeError, UsageError
 
 MIN_OPSET, MAX_OPSET = 11, 21
-MAX_IR_VERSION = 10  # onnxruntime 1.19 refuses IR 11+
+MAX_IR_VERSION = 10  # the ort-training engine's onnxruntime 1.19 refuses IR 11+; every later runtime reads 10
 
 
 @dataclass

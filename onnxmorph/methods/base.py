@@ -37,6 +37,9 @@ class PruningMethod:
         return 0.5 * fraction ** 0.5
 
     def __init__(self, **options):
+        from ..train.engine import check_engine
+
+        check_engine(options.get("engine", "onnxmorph"), options.get("device", "cpu"))
         self.options = options
 
     def importance(self, analysis, cost_model, *, data=None, seed: int = 0) -> np.ndarray:

@@ -179,3 +179,44 @@ def select_units(analysis, cost_model, importance: np.ndarray, metric: str, frac
                if analysis.frozen_groups else "")
         )
     return Selection(state.keep, before, current, target, reached, order)
+
+
+def select_uniform(analysis, cost_model, importance: np.ndarray, metric: str, fraction: float,
+                   round_to: int = 1, best_effort: bool = False) -> Selection:
+    """Keep the same share of every group (its most important units), the largest share whose cost
+    meets `fraction` of `metric`: Torch-Pruning's uniform per-layer ratio, found by bisection."""
+    groups = analysis.groups
+    ranked = [sorted(g.units, key=lambda u: (-importance[u], u)) for g in groups]
+    step = [round_to // int(np.gcd(round_to, w)) for w in group_widths(analysis)] if round_to > 1 \
+        else [1] * len(groups)
+    before = cost_model.total(metric)
+    target = fraction * before
+
+    def keep_at(ratio: float) -> np.ndarray:
+        keep = np.zeros(analysis.num_units, dtype=bool)
+        for r, s in zip(ranked, step):
+            k = int(np.ceil(ratio * len(r) / s - 1e-9)) * s
+            keep[r[:min(len(r), max(s, k))]] = True
+        for c in analysis.constraints:  # never empty a channel axis
+            if len(c) and not keep[c].any():
+                keep[max(c.tolist(), key=lambda u: importance[u])] = True
+        return keep
+
+    lo, hi = 0.0, 1.0
+    if cost_model.total(metric, keep_at(lo)) > target:
+        current = cost_model.total(metric, keep_at(lo))
+        if not best_effort:
+            raise TargetUnreachable(f"target {metric}={fraction:g} is unreachable: keeping one channel per "
+                                    f"group reaches {current / before:.3f} of the original {metric}")
+        keep = keep_at(lo)
+        return Selection(keep, before, current, target, False, [])
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        if cost_model.total(metric, keep_at(mid)) <= target:
+            lo = mid
+        else:
+            hi = mid
+    keep = keep_at(lo)
+    current = cost_model.total(metric, keep)
+    order = [(gi, [u for u in r if not keep[u]]) for gi, r in enumerate(ranked)]
+    return Selection(keep, before, current, target, True, [o for o in order if o[1]])

@@ -3,15 +3,16 @@
 A mask tiled over the batch ([batch, units], all ones) multiplies every gate point, so the
 gradient ONNX Runtime computes for it is, per example n and unit k, g_nk = sum a * dL/da over
 every position of the unit's coupled channels. The signal Delta_k = 1/2 mean_n g_nk^2 is smoothed
-by an EMA; after a burn-in, every few steps the unit with the smallest Delta_k / dC_k (or
-Delta_k - w * dC_k) is removed, dC being the cost it saves now. Removed units stay at 0.
+by an EMA; after a burn-in, every few steps units are removed one at a time, each the one with the
+smallest Delta_k / dC_k (or Delta_k - w * dC_k), dC being the cost it saves now, until the cost is
+within a schedule that falls geometrically to the target by 85 % of the steps: the target is reached
+during training, not left to one large cut at the end. Removed units stay at 0.
 Without labels, the loss is cross-entropy on labels drawn from the original model's own
 predictions (the model's Fisher information), mixed with distillation.
 """
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -23,6 +24,8 @@ from .base import FitResult, register_method
 from .trained import Instrumented, TrainedMethod
 
 FISHER_MASK = "onnxmorph_fisher_mask"
+SCHEDULE_END = 0.85  # share of the steps by which removals reach the target; the rest trains the final shape
+OVERSHOOT = 0.02  # the last removals avoid going more than this share below the target when they can
 
 
 @register_method
@@ -70,9 +73,8 @@ class FisherMethod(TrainedMethod):
         return Instrumented({FISHER_MASK: mask.values}, b.const(np.zeros(u)))
 
     def after_step(self, session) -> None:
-        param = session.state.parameters[FISHER_MASK]
-        self.last_grad = np.array(param.grad)
-        param.data = np.ascontiguousarray(np.tile(self.keep.astype(np.float32), (self.batch, 1)))
+        self.last_grad = session.grad(FISHER_MASK)
+        session.load_params({FISHER_MASK: np.tile(self.keep.astype(np.float32), (self.batch, 1))})
 
     def alive(self, last):
         return self.keep
@@ -82,29 +84,32 @@ class FisherMethod(TrainedMethod):
 
     # the pruning loop
     def _fit(self, analysis, cost_model, *, data, seed=0, metric="macs", fraction=0.5, progress=None,
-             labels=None, steps=400, batch_size=32, lr=3e-3, optimizer="adamw", temperature=4.0,
-             distill_weight=0.5, **_ignored) -> FitResult:
-        from ..methods.decide import RemovalState, select_units
-        from ..train.loop import Trainer
+             labels=None, steps=400, batch_size=32, lr=None, optimizer="adamw", temperature=4.0,
+             distill_weight=0.5, engine="onnxmorph", device="cpu", **_ignored) -> FitResult:
+        from ..methods.decide import RemovalState
+        from ..train.graph import weight_initializers
+        from ..train.loop import Trainer, weight_scaled_lr
 
         t0 = time.perf_counter()
+        if lr is None:
+            lr = weight_scaled_lr(analysis.loaded.model, weight_initializers(analysis.loaded.graph()))
         u = analysis.num_units
         state = RemovalState(analysis, cost_model, metric)
         self.keep = state.keep  # removed units stay 0 in the mask (after_step) and in the cost
         full = cost_model.total(metric)
         target = fraction * full
-        # how many units a cost-only greedy removes to reach the target: sizes the pruning events
-        estimate = select_units(analysis, cost_model, np.ones(u), metric, fraction, best_effort=True,
-                                per_cost=True)
-        to_remove = max(1, int((~estimate.keep_units).sum()))
         burn_in = self.burn_in if self.burn_in is not None else max(1, steps // 10)
         every = self.prune_every or 1
-        events = max(1, (int(0.8 * steps) - burn_in) // every)
-        per_event = self.per_event or max(1, math.ceil(to_remove / events))
+        end = max(burn_in + 1, int(SCHEDULE_END * steps))
+
+        def budget(step):
+            """The cost allowed after the event at `step`: falls geometrically from 1 at the burn-in to the
+            target at SCHEDULE_END of the steps (equal relative cuts: the small late model loses less)."""
+            return fraction ** min(1.0, (step - burn_in + 1) / (end - burn_in))
 
         trainer = Trainer(self, analysis, data=data, labels=labels, seed=seed, batch_size=batch_size,
                           lr=lr, optimizer=optimizer, temperature=temperature, distill_weight=distill_weight,
-                          progress=progress, sample_labels=True)
+                          progress=progress, sample_labels=True, engine=engine, device=device)
         delta = None
         order: list[dict] = []
 
@@ -115,13 +120,22 @@ class FisherMethod(TrainedMethod):
             delta = signal if delta is None else self.decay * delta + (1 - self.decay) * signal
             cost = cost_model.total(metric, self.keep)
             if step >= burn_in and (step - burn_in) % every == 0 and cost > target:
-                for _ in range(per_event):
+                allowed = max(target, budget(step) * full)
+                removed = 0
+                while cost > allowed and (self.per_event is None or removed < self.per_event):
+                    # savings are recomputed after every removal: a channel saves less once its
+                    # neighbours have shrunk
                     saving = cost_model.marginal(metric, self.keep)
                     ok = self.keep & (saving > 0)
                     for x in np.nonzero(ok)[0]:
                         ok[x] = state.legal([x])
-                    if not ok.any() or cost <= target:
+                    if not ok.any():
                         break
+                    # don't let the last channel overshoot the target (a stem channel can be worth several
+                    # % of the MACs) where the channels that don't can together still reach it
+                    near = ok & (cost - saving >= (1 - OVERSHOOT) * target)
+                    if near.any() and cost - saving[near].sum() <= target:
+                        ok = near
                     if self.flops_weight == "auto":
                         score = delta / np.maximum(saving, 1e-12)
                     else:
@@ -132,6 +146,7 @@ class FisherMethod(TrainedMethod):
                         self.first_event = {"delta": delta.copy(), "saving": saving.copy(), "ok": ok.copy()}
                     state.remove([x], *state.saving([x])[1:])
                     cost -= saving[x]
+                    removed += 1
                     order.append({"step": step, "unit": x, "signal": float(delta[x]), "delta_cost": float(saving[x])})
             return lam, cost / full
 
@@ -154,5 +169,7 @@ class FisherMethod(TrainedMethod):
         reached = cost_model.total(metric, self.keep) / full
         notes = trainer.notes + [f"fisher: removed {len(order)} channels in {steps} steps "
                                  f"({time.perf_counter() - t0:.1f} s), reaching {reached:.3f} of the original "
-                                 f"{metric} (target {fraction:g})"]
-        return FitResult(importance, params, curve, notes, extra={"pruning_order": order})
+                                 f"{metric} (target {fraction:g}) by the end of training"]
+        training = {"end_cost_fraction": round(float(reached), 5), "target": fraction,
+                    "schedule": f"geometric from step {burn_in} to {end}"}
+        return FitResult(importance, params, curve, notes, extra={"pruning_order": order, "training": training})

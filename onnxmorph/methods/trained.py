@@ -40,6 +40,7 @@ class TrainedMethod(PruningMethod):
     needs_data = True
     trains = True
     per_cost = False
+    holds = False  # freeze() can hold the decision once the target is reached
 
     def min_keep(self, fraction: float) -> float:
         return 0.0  # learned scores already weigh cost; their choice stands
@@ -94,6 +95,10 @@ class TrainedMethod(PruningMethod):
     def after_step(self, session) -> None:
         """Called after each optimizer step (e.g. to clamp parameters)."""
 
+    def freeze(self, session, keep: np.ndarray) -> None:
+        """The cost reached the target: hold the 0/1 decision `keep` from now on (only where `holds`:
+        |gamma| and group norms are the weights themselves, nothing separate to hold)."""
+
     def final_importance(self, last: dict) -> np.ndarray:
         return np.asarray(last["reg_vector"], dtype=np.float64)
 
@@ -112,6 +117,7 @@ class GatesMethod(TrainedMethod):
     """LogisticSigmoid / FiGS gates: mask = sigmoid((logit + L) / tau), L ~ Logistic(0, 1)."""
 
     name = "gates"
+    holds = True
     SCALE = 30.0  # logit = SCALE * theta: gates move ~SCALE x faster than weights under Adam
     LOGIT_RANGE = (-3.0, 6.0)  # keeps closed gates able to reopen (sigmoid' stays non-zero)
 
@@ -121,9 +127,11 @@ class GatesMethod(TrainedMethod):
         super().__init__(**options)
         self.tau, self.init_logit, self.straight = gate_temperature, init_logit, straight_through
         self.units = 0
+        self.frozen = None  # theta held once the cost reached the target
 
     def gate_values(self, analysis, b):
         u = self.units = analysis.num_units
+        self.frozen = None
         self.theta = gs.Constant(GATE_PARAM, np.full(u, self.init_logit / self.SCALE, np.float32))
         noise = b.input(GATE_NOISE, [u])
         self.logits = b.op("Mul", [self.theta, b.const(self.SCALE)])
@@ -138,7 +146,7 @@ class GatesMethod(TrainedMethod):
     def step_inputs(self, rng, last, unit_mask=None):
         u = self.units
         p = rng.random(u).clip(1e-6, 1 - 1e-6)
-        noise = np.log(p) - np.log1p(-p)
+        noise = np.log(p) - np.log1p(-p) if self.frozen is None else np.zeros(u)
         hms = np.zeros(u, np.float32)
         if self.straight and "logits" in last:
             soft = 1.0 / (1.0 + np.exp(-(last["logits"] + noise) / self.tau))
@@ -149,11 +157,19 @@ class GatesMethod(TrainedMethod):
         return {GATE_NOISE: np.zeros(self.units, np.float32), GATE_STRAIGHT: np.zeros(self.units, np.float32)}
 
     def after_step(self, session) -> None:
-        theta = np.array(session.state.parameters[GATE_PARAM].data)
+        theta = session.param(GATE_PARAM)
         lo, hi = (v / self.SCALE for v in self.LOGIT_RANGE)
-        clipped = np.clip(theta, lo, hi)
-        if not np.array_equal(clipped, theta):
-            session.load_params({GATE_PARAM: clipped})
+        held = np.clip(theta, lo, hi) if self.frozen is None else self.frozen
+        if not np.array_equal(held, theta):
+            session.load_params({GATE_PARAM: held})
+
+    def freeze(self, session, keep):
+        # Adam's momentum would carry closing gates on well past the budget, and the task gradient
+        # is too weak to reopen them: fix the gates at `keep` (noise off, so they are exactly 0/1),
+        # the weights train on under the mask the cut will apply
+        lo, hi = (v / self.SCALE for v in self.LOGIT_RANGE)
+        self.frozen = np.where(keep, hi, lo).astype(np.float32)
+        session.load_params({GATE_PARAM: self.frozen})
 
     def alive(self, last):
         return np.asarray(last["logits"]) > 0

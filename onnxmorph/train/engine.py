@@ -1,116 +1,86 @@
-"""ONNX Runtime training session: artifacts in a temp dir, checkpoint state, module, optimizer."""
+"""Training engines behind one session interface.
+
+`open_session(tg, engine=..., device=...)` returns a `TrainingSession`:
+- "onnxmorph" (default): onnxmorph's own backward graph (`train/autodiff`) and optimizer step graph
+  (`train/optim.py`) on a plain onnxruntime InferenceSession (any onnxruntime >= 1.18; CPU or CUDA);
+- "ort-training": onnxruntime-training 1.19.2's artifacts and training API (CPU), where installed.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import onnx
 
-from ..errors import OnnxMorphError
-from .graph import TrainingGraph
-from .ortsupport import training_modules
+from ..errors import UsageError
+
+ENGINES = ("onnxmorph", "ort-training")
+DEVICES = ("cpu", "cuda")
 
 
 class TrainingSession:
-    """Wraps onnxruntime.training.api for one training graph."""
-
-    def __init__(self, tg: TrainingGraph, *, optimizer: str = "adamw", workdir: str | None = None):
-        artifacts, api, onnxblock = training_modules()
-        self.tg = tg
-        self._tmp = tempfile.TemporaryDirectory(prefix="onnxmorph-train-") if workdir is None else None
-        self.dir = Path(workdir or self._tmp.name)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        optim = {"adamw": artifacts.OptimType.AdamW, "sgd": artifacts.OptimType.SGD}.get(optimizer)
-        if optim is None:
-            raise OnnxMorphError(f"unknown optimizer '{optimizer}': use adamw or sgd")
-        cwd = os.getcwd()
-        try:
-            os.chdir(self.dir)  # onnxblock may write temp files into the working directory
-            with _quiet_stderr():  # the gradient builder logs every graph transformer at INFO level
-                artifacts.generate_artifacts(
-                    tg.model, requires_grad=tg.trainable, frozen_params=[], loss=None, optimizer=optim,
-                    artifact_directory=str(self.dir), additional_output_names=tg.outputs[1:],
-                )
-        except Exception as exc:
-            raise OnnxMorphError(f"cannot build the training graph: {_first_line(exc)}") from None
-        finally:
-            os.chdir(cwd)
-        self.state = api.CheckpointState.load_checkpoint(str(self.dir / "checkpoint"))
-        self.module = api.Module(str(self.dir / "training_model.onnx"), self.state,
-                                 str(self.dir / "eval_model.onnx"))
-        self.optimizer = api.Optimizer(str(self.dir / "optimizer_model.onnx"), self.module)
-        self.input_names = list(self.module.input_names())
-        self.output_names = list(self.module.output_names())
-
-    def _args(self, feeds: dict[str, np.ndarray]):
-        missing = [n for n in self.input_names if n not in feeds]
-        if missing:
-            raise OnnxMorphError(f"internal error: training inputs {missing} not fed")
-        return [feeds[n] for n in self.input_names]
+    """Forward + backward + optimizer over one training graph; gradients accumulate until a step."""
 
     def train_step(self, feeds: dict[str, np.ndarray], apply: bool = True) -> dict[str, np.ndarray]:
-        """Forward + backward; gradients accumulate until `apply` runs the optimizer and resets them."""
-        self.module.train()
-        outs = self.module(*self._args(feeds))
-        if apply:
-            self.optimizer.step()
-            self.module.lazy_reset_grad()
-        return self._named(outs)
+        """Forward and backward; with `apply` the optimizer steps and the next call starts new gradients."""
+        raise NotImplementedError
 
     def evaluate(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self.module.eval()
-        return self._named(self.module(*self._args(feeds)))
-
-    def _named(self, outs) -> dict[str, np.ndarray]:
-        if not isinstance(outs, (list, tuple)):
-            outs = [outs]
-        return dict(zip(self.output_names, (np.asarray(o) for o in outs)))
+        raise NotImplementedError
 
     def set_lr(self, lr: float) -> None:
-        self.optimizer.set_learning_rate(float(lr))
+        raise NotImplementedError
 
     def params(self) -> dict[str, np.ndarray]:
-        return {name: np.array(self.state.parameters[name].data) for name in self.tg.trainable}
+        """Host copies of every trainable parameter."""
+        raise NotImplementedError
+
+    def param(self, name: str) -> np.ndarray:
+        return self.params()[name]
 
     def load_params(self, values: dict[str, np.ndarray]) -> None:
-        for name, v in values.items():
-            self.state.parameters[name].data = np.ascontiguousarray(v)
+        raise NotImplementedError
+
+    def grad(self, name: str) -> np.ndarray:
+        """The gradient of parameter `name` accumulated by the last step(s)."""
+        raise NotImplementedError
+
+    def reset_grad(self) -> None:
+        """Drop accumulated gradients (after a rollback)."""
+        raise NotImplementedError
 
     def save(self, path: str | os.PathLike) -> None:
-        _, api, _ = training_modules()
-        api.CheckpointState.save_checkpoint(self.state, str(path))
+        raise NotImplementedError
+
+    def load(self, path: str | os.PathLike) -> None:
+        """Parameters from a checkpoint written by `save` (optimizer state too where the engine can)."""
+        raise NotImplementedError
 
     def close(self) -> None:
-        if self._tmp is not None:
-            self._tmp.cleanup()
+        pass
 
 
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Silence native (C++) writes to stderr; Python exceptions still propagate."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+def check_engine(engine: str, device: str) -> None:
+    """One usage line for an unknown engine or device, before any work is done."""
+    if engine not in ENGINES:
+        raise UsageError(f"unknown --engine '{engine}': use {' or '.join(ENGINES)}")
+    if device not in DEVICES:
+        raise UsageError(f"unknown --device '{device}': use cpu or cuda")
+    if engine == "ort-training" and device != "cpu":
+        raise UsageError("--engine ort-training runs on the CPU only; use --engine onnxmorph for --device cuda")
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    line = text[-1] if text else type(exc).__name__
-    if "gradient builder has not been registered" in str(exc):
-        op = str(exc).split("registered:")[-1].split("for node")[0].strip()
-        line = f"op {op} has no gradient in onnxruntime-training 1.19.2 and no training rewrite"
-    return line[:300]
+def open_session(tg, *, optimizer: str = "adamw", engine: str = "onnxmorph", device: str = "cpu",
+                 workdir: str | None = None) -> TrainingSession:
+    check_engine(engine, device)
+    if engine == "ort-training":
+        from .ort_engine import OrtTrainingSession
+
+        return OrtTrainingSession(tg, optimizer=optimizer, workdir=workdir)
+    from .native_engine import NativeSession
+
+    return NativeSession(tg, optimizer=optimizer, device=device)
 
 
 def apply_params(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx.ModelProto:

@@ -15,6 +15,7 @@ import onnx_graphsurgeon as gs
 
 from ..graph.builder import NodeBuilder
 from ..graph.export import export_graph
+from ..graph.outputs import classify_output
 from .lowering import lower_for_training
 
 # constant operand slots holding learnable weights, per op type
@@ -32,14 +33,16 @@ UNIT_MASK = "onnxmorph_unit_mask"  # per-unit 0/1 multiplier of every gate (reco
 
 @dataclass
 class LossSpec:
-    """How each model output is matched: "kl" (logits, with temperature), "mse", or ignored."""
+    """How each model output is matched: "kl" (logits, with temperature), "probs" (KL against
+    probabilities the model already outputs), "mse", or "skip"."""
 
     kinds: dict[str, str]
     temperature: float = 4.0
     label_output: str | None = None  # the logits output compared with labels (cross-entropy)
     num_classes: int = 0
     distill_weight: float = 1.0  # weight of distillation when labels are given (CE weight is 1 - it)
-    scales: dict[str, float] = field(default_factory=dict)  # per MSE output: the teacher's std
+    scales: dict[str, object] = field(default_factory=dict)  # per MSE output: the teacher's std (per channel)
+    class_axes: dict[str, int] = field(default_factory=dict)  # per "probs" output: its class axis
 
 
 @dataclass
@@ -67,18 +70,24 @@ def weight_initializers(graph: gs.Graph) -> list[str]:
     return names
 
 
-def default_loss_kinds(graph: gs.Graph) -> dict[str, str]:
-    """Logits-like outputs ([N, C] floats) get KL distillation; everything else MSE."""
-    kinds = {}
-    for out in graph.outputs:
-        shape = out.shape or []
-        if out.dtype not in (np.float32, np.dtype("float32")):
-            kinds[out.name] = "skip"
-        elif len(shape) == 2 and isinstance(shape[1], int) and shape[1] > 1:
-            kinds[out.name] = "kl"
-        else:
-            kinds[out.name] = "mse"
-    return kinds
+def loss_spec(teacher: dict[str, np.ndarray], temperature: float) -> LossSpec:
+    """How to match each output, from the teacher's values (`graph.outputs`): KL for logits and for
+    probabilities, MSE scaled by the teacher's spread per channel for dense outputs."""
+    spec = LossSpec(kinds={}, temperature=temperature)
+    for name, v in teacher.items():
+        kind = classify_output(v)
+        spec.kinds[name] = {"logits": "kl", "probs": "probs", "dense": "mse"}.get(kind.kind, "skip")
+        if kind.kind == "probs":
+            spec.class_axes[name] = kind.class_axis
+        elif kind.kind == "dense":
+            v = np.asarray(v, np.float64)
+            overall = float(v.std()) + 1e-8
+            if v.ndim >= 2:
+                per = v.swapaxes(0, 1).reshape(v.shape[1], -1).std(axis=1)
+                spec.scales[name] = np.sqrt(per ** 2 + (0.1 * overall) ** 2)  # near-constant channels
+            else:
+                spec.scales[name] = overall
+    return spec
 
 
 def _mean_all(b: NodeBuilder, x):
@@ -98,17 +107,26 @@ def _task_loss(b: NodeBuilder, graph: gs.Graph, spec: LossSpec, targets: dict[st
         shape = [int(d) for d in out.shape]
         target = b.input(f"onnxmorph_target__{out.name}", shape)
         targets[out.name] = target.name
-        if kind == "kl":
-            # T^2 * mean_n KL(p_teacher || softmax(s / T)); the teacher's log-probs come as a second input
-            t = spec.temperature
+        if kind in ("kl", "probs"):
+            # KL(p_teacher || q_student) per position; the teacher's log-probs come as a second input
             logp = b.input(f"onnxmorph_target_logp__{out.name}", shape)
             targets[f"{out.name}::logp"] = logp.name
-            logq = b.op("LogSoftmax", [b.op("Div", [out, b.const(t)])], {"axis": 1})
+            if kind == "kl":  # logits [N, C]: T^2 * KL at temperature T
+                t = spec.temperature
+                logq = b.op("LogSoftmax", [b.op("Div", [out, b.const(t)])], {"axis": 1})
+                weight = t * t / shape[0]
+            else:  # probabilities (softmax already applied; CTC [N, T, C] too): per position
+                logq = b.op("Log", [b.op("Add", [out, b.const(1e-8)])])
+                weight = 1.0 / (int(np.prod(shape)) // shape[spec.class_axes.get(out.name, -1)])
             kl = _sum_all(b, b.op("Mul", [target, b.op("Sub", [logp, logq])]))
-            terms.append(b.op("Mul", [kl, b.const(t * t / shape[0])]))
+            terms.append(b.op("Mul", [kl, b.const(weight)]))
         else:
-            # divided by the teacher's spread, so outputs of any scale weigh alike
-            diff = b.op("Div", [b.op("Sub", [out, target]), b.const(spec.scales.get(out.name, 1.0))])
+            # divided by the teacher's spread (per channel where given), so outputs and channels of
+            # any scale weigh alike
+            scale = np.asarray(spec.scales.get(out.name, 1.0), np.float32)
+            if scale.ndim == 1 and len(shape) >= 2:
+                scale = scale.reshape([1, -1] + [1] * (len(shape) - 2))
+            diff = b.op("Div", [b.op("Sub", [out, target]), b.const(scale)])
             terms.append(_mean_all(b, b.op("Mul", [diff, diff])))
     if not terms:
         raise ValueError("the model has no float outputs to distill")
@@ -119,21 +137,25 @@ def _task_loss(b: NodeBuilder, graph: gs.Graph, spec: LossSpec, targets: dict[st
         out = next(o for o in graph.outputs if o.name == spec.label_output)
         shape = [int(d) for d in out.shape]
         onehot = b.input(LABELS, shape)
-        logp = b.op("LogSoftmax", [out], {"axis": 1})
+        if spec.kinds.get(out.name) == "probs":
+            logp = b.op("Log", [b.op("Add", [out, b.const(1e-8)])])
+        else:
+            logp = b.op("LogSoftmax", [out], {"axis": 1})
         ce = b.op("Mul", [_sum_all(b, b.op("Mul", [onehot, logp])), b.const(-1.0 / shape[0])])
         w = spec.distill_weight
         task = b.op("Add", [b.op("Mul", [task, b.const(w)]), b.op("Mul", [ce, b.const(1.0 - w)])])
     return task
 
 
-def build_training_graph(analysis, method, spec: LossSpec) -> TrainingGraph:
-    """The training ModelProto for `analysis` (at the training batch size) instrumented by `method`."""
+def build_training_graph(analysis, method, spec: LossSpec, engine: str = "onnxmorph") -> TrainingGraph:
+    """The training ModelProto for `analysis` (at the training batch size) instrumented by `method`;
+    `engine` "ort-training" adds the rewrites of ops onnxruntime-training cannot differentiate."""
     graph = analysis.loaded.graph()
     trainable = weight_initializers(graph)
     b = NodeBuilder(graph, "onnxmorph")
     inst = method.instrument(graph, analysis, b)
     trainable += list(inst.params)
-    rewritten = lower_for_training(graph)
+    rewritten = lower_for_training(graph, ort_training=engine == "ort-training")
     targets: dict[str, str] = {}
     task = _task_loss(b, graph, spec, targets)
     weights = b.input(REG_WEIGHTS, [analysis.num_units])

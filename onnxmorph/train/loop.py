@@ -9,14 +9,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+from onnx import numpy_helper
 
-from ..analysis import analyze
 from ..errors import DataError, OnnxMorphError
-from ..graph import load_model
 from ..methods.base import FitResult
 from ..runtime import make_session
-from .engine import TrainingSession
-from .graph import LABELS, REG_STRENGTH, REG_WEIGHTS, UNIT_MASK, LossSpec, build_training_graph, default_loss_kinds
+from .engine import TrainingSession, open_session
+from .batched import at_batch
+from .graph import LABELS, REG_STRENGTH, REG_WEIGHTS, UNIT_MASK, build_training_graph, loss_spec, weight_initializers
+
+
+LR_PER_WEIGHT = 0.05  # Adam's default rate as a share of the median layer's RMS weight (demo: 9.6e-3)
+PROBE_RISE = 3.0  # the held-out loss may rise this much during the probe before the rate backs off
 
 
 class TrainingDiverged(OnnxMorphError):
@@ -28,22 +32,6 @@ def _softmax(x: np.ndarray, t: float) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
-
-
-def _training_analysis(analysis, batch: int):
-    """The analysis at the training batch size, if the model's batch is symbolic and units match."""
-    loaded = analysis.loaded
-    model = loaded.original
-    if model is None or batch == 1 or not all(s.dims and not isinstance(s.dims[0], int) for s in loaded.inputs):
-        return analysis, 1
-    try:
-        shapes = {s.name: (batch,) + tuple(loaded.static_inputs[s.name][1:]) for s in loaded.inputs}
-        other = analyze(load_model(model, shapes), analysis.options)
-    except OnnxMorphError:
-        return analysis, 1
-    same = other.num_units == analysis.num_units and all(
-        np.array_equal(a, b) for a, b in zip(other.units, analysis.units))
-    return (other, batch) if same else (analysis, 1)
 
 
 def _teacher_outputs(model_proto, inputs: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
@@ -78,7 +66,7 @@ class Trainer:
 
     def __init__(self, method, analysis, *, data, labels=None, seed=0, batch_size=32,
                  lr=3e-3, optimizer="adamw", temperature=4.0, distill_weight=0.5, progress=None,
-                 sample_labels: bool = False):
+                 sample_labels: bool = False, teacher=None, engine: str = "onnxmorph", device: str = "cpu"):
         self.say = progress or (lambda msg, **info: None)
         self.method, self.analysis = method, analysis
         self.rng = np.random.default_rng(seed)
@@ -87,25 +75,30 @@ class Trainer:
         self.n = next(iter(self.inputs.values())).shape[0]
         self.labels = data.get(labels) if labels else None
         self.sampled = None  # teacher probabilities to draw labels from (the model's own Fisher)
-        train_analysis, self.micro = _training_analysis(analysis, min(batch_size, self.n))
+        train_analysis, self.micro, batched_teacher = at_batch(analysis, min(batch_size, self.n))
         self.accumulate = 1 if self.micro > 1 else batch_size
         if self.micro == 1 and batch_size > 1:
             self.notes.append(f"the model's batch size is fixed at 1: gradients are accumulated over "
                               f"{batch_size} samples")
         self.say("computing teacher outputs")
-        teacher = _teacher_outputs(train_analysis.loaded.model, self.inputs, self.micro)
-        kinds = default_loss_kinds(train_analysis.loaded.graph())
-        spec = LossSpec(kinds=kinds, temperature=temperature,
-                        scales={k: float(np.std(v)) + 1e-8 for k, v in teacher.items() if kinds.get(k) == "mse"})
-        logits = [k for k, v in kinds.items() if v == "kl"]
+        # the untouched model: `analysis` may carry trained or reconstructed weights (recovery)
+        teacher_model = batched_teacher if batched_teacher is not None else (teacher or analysis.loaded.model)
+        teacher = _teacher_outputs(teacher_model, self.inputs, self.micro)
+        spec = loss_spec(teacher, temperature)
+        kinds = spec.kinds
+        logits = [k for k, v in kinds.items() if v in ("kl", "probs")]
         if sample_labels and self.labels is None:
             if not logits:
-                raise OnnxMorphError("this method needs a logits output ([N, classes]) or --labels")
-            self.sampled = _softmax(teacher[logits[0]].astype(np.float64), 1.0)
+                raise OnnxMorphError("this method needs a class output (logits or probabilities) or --labels")
+            t = teacher[logits[0]].astype(np.float64)
+            self.sampled = t.reshape(len(t), -1) if kinds[logits[0]] == "probs" else _softmax(t, 1.0)
+            if self.sampled.ndim != 2 or kinds[logits[0]] == "probs" and t.ndim != 2:
+                raise OnnxMorphError("this method needs a [N, classes] output or --labels")
             self.labels = np.zeros(self.n, np.int64)  # redrawn for every batch
         if self.labels is not None:
-            if not logits:
-                raise OnnxMorphError("--labels needs a logits output ([N, classes]) for cross-entropy")
+            if not logits or teacher[logits[0]].ndim != 2:
+                raise OnnxMorphError("--labels needs a [N, classes] output (logits or probabilities) "
+                                     "for cross-entropy")
             spec.label_output, spec.distill_weight = logits[0], distill_weight
             spec.num_classes = int(teacher[logits[0]].shape[1])
             if self.labels.min() < 0 or self.labels.max() >= spec.num_classes:
@@ -113,25 +106,30 @@ class Trainer:
         self.spec = spec
         self.targets = {}
         for k, v in teacher.items():
-            if kinds.get(k) == "kl":
-                p = _softmax(v.astype(np.float64), temperature)
+            if kinds.get(k) in ("kl", "probs"):
+                p = _softmax(v.astype(np.float64), temperature) if kinds[k] == "kl" else v.astype(np.float64)
                 self.targets[k] = p.astype(np.float32)
                 self.targets[f"{k}::logp"] = np.log(np.maximum(p, 1e-30)).astype(np.float32)
             elif kinds.get(k) == "mse":
                 self.targets[k] = v
         self.say("building the training graph")
-        self.tg = build_training_graph(train_analysis, method, spec)
+        self.tg = build_training_graph(train_analysis, method, spec, engine=engine)
         self.notes += self.tg.notes
-        self.session = TrainingSession(self.tg, optimizer=optimizer)
+        self.session = open_session(self.tg, optimizer=optimizer, engine=engine, device=device)
         self.base_lr = lr
-        self._order, self._cursor = self.rng.permutation(self.n), 0
+        # rows kept out of the gradient steps: the learning-rate probe and the rollback guard judge on them
+        order = self.rng.permutation(self.n)
+        held = min(256, max(self.micro, self.n // 10)) if self.n >= 4 * self.micro else 0
+        self.val_rows, self.train_rows = order[:held], (order[held:] if held else order)
+        self._order, self._cursor = self.rng.permutation(self.train_rows), 0
         self.last: dict = {}
 
-    def _batch(self) -> dict[str, np.ndarray]:
-        if self._cursor + self.micro > self.n:
-            self._order, self._cursor = self.rng.permutation(self.n), 0
-        idx = self._order[self._cursor:self._cursor + self.micro]
-        self._cursor += self.micro
+    def _batch(self, idx: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        if idx is None:
+            if self._cursor + self.micro > len(self._order):
+                self._order, self._cursor = self.rng.permutation(self.train_rows), 0
+            idx = self._order[self._cursor:self._cursor + self.micro]
+            self._cursor += self.micro
         feeds = {name: arr[idx] for name, arr in self.inputs.items()}
         feeds.update({self.tg.targets[k]: v[idx] for k, v in self.targets.items() if k in self.tg.targets})
         if self.sampled is not None:
@@ -145,37 +143,34 @@ class Trainer:
         return feeds
 
     def run(self, steps: int, *, reg_weights, strength: float, controller=None, unit_mask=None,
-            label="training", log_every=10, checkpoint_every=0, checkpoint_dir=None, start_step=0) -> list[dict]:
+            label="training", log_every=10, checkpoint_every=0, checkpoint_dir=None, start_step=0,
+            guard_every: int = 0) -> list[dict]:
         """`steps` optimizer steps. `reg_weights(keep)` gives the per-unit cost weights; `controller(step,
-        keep, strength)` returns the next strength and the cost fraction to log."""
+        keep, strength)` returns the next strength and the cost fraction to log.
+
+        `guard_every`: every so many steps, the held-out loss is measured; the weights end at the best
+        state seen (the start included), and training stops early once it is far past that best."""
         u = self.analysis.num_units
         mask = np.ones(u, np.float32) if unit_mask is None else unit_mask.astype(np.float32)
         keep = np.ones(u, dtype=bool) if unit_mask is None else unit_mask.astype(bool)
         curve: list[dict] = []
         good, rollbacks = self.session.params(), 0
         cost = 1.0
+        best = None
+        if guard_every:
+            val = self.validation_loss(unit_mask)
+            best = None if val is None else (val, good, start_step - 1)
         for step in range(start_step, steps):
             lr = lr_at(step, steps, self.base_lr)
             self.session.set_lr(lr)
-            weights = reg_weights(keep).astype(np.float32)
-            losses = []
-            for k in range(self.accumulate):
-                feeds = self._batch()
-                feeds[REG_WEIGHTS] = weights
-                feeds[REG_STRENGTH] = np.array(strength / self.accumulate, np.float32)
-                feeds[UNIT_MASK] = mask
-                feeds.update(self.method.step_inputs(self.rng, self.last, unit_mask))
-                outs = self.session.train_step(feeds, apply=(k == self.accumulate - 1))
-                losses.append((float(outs["onnxmorph_loss"]), float(outs["onnxmorph_task_loss"])))
-            loss = float(np.mean([x for x, _ in losses]))
-            outs["onnxmorph_task_loss"] = np.float32(np.mean([t for _, t in losses]))
+            loss, outs = self._step(reg_weights(keep).astype(np.float32), strength, mask, unit_mask)
             if not math.isfinite(loss):
                 rollbacks += 1
                 if rollbacks > 5:
                     raise TrainingDiverged(f"training diverged: the loss is {loss} at step {step} after 5 "
                                            f"rollbacks; try a smaller --lr (now {self.base_lr:g})")
                 self.session.load_params(good)
-                self.session.module.lazy_reset_grad()
+                self.session.reset_grad()
                 self.base_lr *= 0.5
                 self.notes.append(f"step {step}: the loss was {loss}; rolled back and halved the lr "
                                   f"to {self.base_lr:g}")
@@ -196,7 +191,93 @@ class Trainer:
                      cost=float(cost), alive=float(keep.mean()))
             if checkpoint_every and checkpoint_dir and (step + 1) % checkpoint_every == 0:
                 save_checkpoint(self.session, Path(checkpoint_dir), step + 1, strength)
+            if best is not None and ((step + 1) % guard_every == 0 or step == steps - 1):
+                val = self.validation_loss(unit_mask)
+                if not curve or curve[-1]["step"] != step:
+                    curve.append({"phase": label, "step": step, "loss": loss,
+                                  "task_loss": float(self.last["task_loss"]), "lr": lr})
+                curve[-1]["held_out_loss"] = val
+                if val < best[0]:
+                    best = (val, self.session.params(), step)
+                elif val > 2.0 * best[0] + 1e-6:
+                    self.notes.append(f"{label}: the held-out loss rose to {val:.4g} at step {step + 1} "
+                                      f"(best {best[0]:.4g}); stopped early")
+                    break
+        if best is not None and best[2] != step:
+            self.session.load_params(best[1])
+            where = "the start" if best[2] < start_step else f"step {best[2] + 1}"
+            self.notes.append(f"{label}: rolled back to {where}, whose held-out loss {best[0]:.4g} was the lowest")
         return curve
+
+    def _step(self, weights, strength: float, mask, unit_mask) -> tuple[float, dict]:
+        """One optimizer step (gradients accumulated over `accumulate` micro-batches)."""
+        losses = []
+        for k in range(self.accumulate):
+            feeds = self._batch()
+            feeds[REG_WEIGHTS] = weights
+            feeds[REG_STRENGTH] = np.array(strength / self.accumulate, np.float32)
+            feeds[UNIT_MASK] = mask
+            feeds.update(self.method.step_inputs(self.rng, self.last, unit_mask))
+            outs = self.session.train_step(feeds, apply=(k == self.accumulate - 1))
+            losses.append((float(outs["onnxmorph_loss"]), float(outs["onnxmorph_task_loss"])))
+        outs["onnxmorph_task_loss"] = np.float32(np.mean([t for _, t in losses]))
+        return float(np.mean([x for x, _ in losses])), outs
+
+    def validation_loss(self, unit_mask=None, batches: int = 4) -> float | None:
+        """The distillation loss on the held-out rows (None without them)."""
+        if not len(self.val_rows):
+            return None
+        u = self.analysis.num_units
+        values = []
+        for start in range(0, min(len(self.val_rows), batches * self.micro), self.micro):
+            idx = self.val_rows[np.arange(start, start + self.micro) % len(self.val_rows)]
+            feeds = self._batch(idx)
+            feeds[REG_WEIGHTS] = np.zeros(u, np.float32)
+            feeds[REG_STRENGTH] = np.array(0.0, np.float32)
+            feeds[UNIT_MASK] = np.ones(u, np.float32) if unit_mask is None else unit_mask.astype(np.float32)
+            feeds.update(self.method.eval_inputs())
+            values.append(float(self.session.evaluate(feeds)["onnxmorph_task_loss"]))
+        return float(np.mean(values))
+
+    def choose_lr(self, start_lr: float, steps_each: int, unit_mask=None, tries: int = 4,
+                  rise: float = PROBE_RISE) -> tuple[float, int]:
+        """Back off from `start_lr` (by 3x, at most `tries` rates) until `steps_each` warmed-up steps from
+        the current weights leave the held-out loss below `rise` times where it started; the weights
+        are restored after each try. Returns (lr, steps spent).
+
+        A few steps after a cut the loss often climbs before it falls (on the demo at 1/8 of the MACs,
+        2x at the rate that ends best), so only a larger rise counts as divergence; the run's own
+        guard rolls back anything the probe lets through."""
+        if not len(self.val_rows) or steps_each < 1:
+            return self.base_lr, 0
+        u = self.analysis.num_units
+        mask = np.ones(u, np.float32) if unit_mask is None else unit_mask.astype(np.float32)
+        start = self.session.params()
+        before = self.validation_loss(unit_mask)
+        tried, lr = [], start_lr
+        for _ in range(tries):
+            for k in range(steps_each):  # warmed up like the run itself: Adam's first steps are its largest
+                self.session.set_lr(lr * (k + 1) / steps_each)
+                loss, _ = self._step(np.zeros(u, np.float32), 0.0, mask, unit_mask)
+                if not math.isfinite(loss):
+                    break
+            val = self.validation_loss(unit_mask) if math.isfinite(loss) else math.inf
+            self.session.load_params(start)
+            tried.append((lr, val))
+            self.say("choosing the learning rate", lr=lr, loss=val)
+            if val < rise * before:
+                break
+            lr /= 3.0
+        text = ", ".join(f"{c:.3g} -> {v:.4g}" for c, v in tried)
+        if tried[-1][1] >= rise * before:
+            lr = tried[-1][0]
+            self.notes.append(f"every learning rate raised the held-out loss ({before:.4g}) in {steps_each} steps "
+                              f"({text}); training at {lr:.3g}, the weights fall back to the best state seen")
+        else:
+            self.notes.append(f"learning rate {lr:.3g}: held-out loss {before:.4g} -> {tried[-1][1]:.4g} after "
+                              f"{steps_each} probe steps" + (f" (backed off: {text})" if len(tried) > 1 else ""))
+        self.base_lr = lr
+        return lr, steps_each * len(tried)
 
     def final_outputs(self) -> dict:
         feeds = self._batch()
@@ -212,14 +293,16 @@ class Trainer:
 
 
 def train_method(method, analysis, cost_model, *, data, seed=0, metric="macs", fraction=0.5, progress=None,
-                 labels=None, steps=400, batch_size=32, lr=3e-3, optimizer="adamw",
+                 labels=None, steps=400, batch_size=32, lr=None, optimizer="adamw",
                  temperature=4.0, distill_weight=0.5, strength=None, log_every=10, checkpoint_every=0,
-                 checkpoint_dir=None, resume=None, **_ignored) -> FitResult:
+                 checkpoint_dir=None, resume=None, engine="onnxmorph", device="cpu", **_ignored) -> FitResult:
     """Regularized fine-tuning: the cost regularizer's strength tracks a budget shrinking to the target."""
     t0 = time.perf_counter()
+    if lr is None:
+        lr = weight_scaled_lr(analysis.loaded.model, weight_initializers(analysis.loaded.graph()))
     trainer = Trainer(method, analysis, data=data, labels=labels, seed=seed, batch_size=batch_size,
                       lr=lr, optimizer=optimizer, temperature=temperature, distill_weight=distill_weight,
-                      progress=progress)
+                      progress=progress, engine=engine, device=device)
     full = cost_model.total(metric)
     start, lam = 0, (strength if strength is not None else 0.01)
     if resume:
@@ -227,18 +310,43 @@ def train_method(method, analysis, cost_model, *, data, seed=0, metric="macs", f
         trainer.notes.append(f"resumed from {resume} at step {start}")
 
     level = lam  # the strength applied while the cost is above the budget
+    frozen_at = None  # the step at which the method's decision was held at the target
+
+    def topped_up():
+        """The open gates plus, most probable first, the closed ones that still fit the target: gates
+        close in bunches under Adam, so the step that reaches the target overshoots it."""
+        last = trainer.last
+        keep = method.alive(last).copy()
+        for unit in np.argsort(-np.asarray(method.keep_probability(last), float), kind="stable"):
+            if not keep[unit]:
+                keep[unit] = True
+                keep[unit] = cost_model.total(metric, keep) <= fraction * full
+        return keep
+
+    # the strength may grow 1e4-fold within half the steps: a short budget must reach the target too
+    growth = max(1.08, 10.0 ** (4.0 / max(1.0, 0.5 * steps)))
 
     def controller(step, keep, lam):
         """Bang-bang with memory: under Adam a gate closes at full speed whenever the regularizer
         outweighs a (near-zero) task gradient, whatever the strength, so the strength is switched
-        off once the cost is within budget and resumes, a little weaker, if the cost climbs back."""
-        nonlocal level
-        cost = cost_model.total(metric, keep) / full
+        off once the cost is within budget and resumes, a little weaker, if the cost climbs back.
+        The cost is the lower of the expected one (gate probabilities: no lag while gates close) and
+        the hard one (logit > 0: gates parked at the lower logit bound still count ~5 % open in the
+        expected cost, which kept the strength on far below the target). Once the hard cost is at the
+        target, methods that can hold their decision (gates) stop there."""
+        nonlocal level, frozen_at
+        hard = cost_model.total(metric, method.alive(trainer.last)) / full
+        cost = min(hard, cost_model.total(metric, keep) / full)
         if strength is not None:
             return lam, cost
+        if frozen_at is None and method.holds and hard <= fraction:
+            method.freeze(trainer.session, topped_up())
+            frozen_at = step
+        if frozen_at is not None:
+            return 0.0, cost_model.total(metric, method.alive(trainer.last)) / full
         budget = 1.0 - (1.0 - fraction) * min(1.0, (step + 1) / max(1.0, 0.6 * steps))
         if cost > budget:
-            level = float(min(level * 1.08, 1e6))
+            level = float(min(level * growth, 1e6))
             return level, cost
         level = float(max(level * 0.9, 1e-5))
         return 0.0, cost
@@ -253,29 +361,57 @@ def train_method(method, analysis, cost_model, *, data, seed=0, metric="macs", f
         reached = cost_model.total(metric, method.alive(last)) / full
     finally:
         trainer.close()
+    held = f", held from step {frozen_at}" if frozen_at is not None else ""
     notes = trainer.notes + [f"trained {steps - start} steps in {time.perf_counter() - t0:.1f} s; the gates "
-                             f"left {reached:.3f} of the original {metric} alive (target {fraction:g})"]
-    return FitResult(importance, params, curve, notes)
+                             f"left {reached:.3f} of the original {metric} alive (target {fraction:g}{held}) "
+                             f"by the end of training"]
+    training = {"end_cost_fraction": round(float(reached), 5), "target": fraction, "held_from_step": frozen_at}
+    return FitResult(importance, params, curve, notes, extra={"training": training})
+
+
+def weight_scaled_lr(model, names) -> float:
+    """A learning rate for Adam in proportion to the model's weights: Adam moves every weight by about
+    lr per step, so a model whose weights are ~0.02 needs a tenth of the rate one at ~0.2 tolerates.
+    LR_PER_WEIGHT (the step as a share of the median layer's RMS weight) was measured on the demo."""
+    names = set(names)
+    rms = [float(np.sqrt(np.mean(np.square(numpy_helper.to_array(t).astype(np.float64)))))
+           for t in model.graph.initializer if t.name in names and len(t.dims) >= 2]
+    rms = [r for r in rms if r > 0]
+    return LR_PER_WEIGHT * float(np.median(rms)) if rms else 3e-3
+
+
 
 
 def recover(analysis, keep_units: np.ndarray, *, data, steps: int, seed=0, progress=None, labels=None,
-            batch_size=32, lr=3e-3, optimizer="adamw", temperature=4.0, distill_weight=0.5,
-            **_ignored) -> FitResult:
-    """Distillation fine-tuning of the masked model (0/1 gates fixed to `keep_units`)."""
+            batch_size=32, lr=None, optimizer="adamw", temperature=4.0, distill_weight=0.5, teacher=None,
+            engine="onnxmorph", device="cpu", **_ignored) -> FitResult:
+    """Distillation fine-tuning of the masked model (0/1 gates fixed to `keep_units`), starting from
+    `analysis`'s current weights; `teacher`: the untouched model (default `analysis.loaded.model`).
+
+    `steps` optimizer steps in all: with `lr` None, a few go to a probe that picks the learning rate
+    backing off from `weight_scaled_lr` (of the teacher's weights) until the held-out loss falls.
+    The weights end at the state of lowest held-out loss."""
     from ..methods.trained import FixedMask
 
     t0 = time.perf_counter()
+    names = weight_initializers(analysis.loaded.graph())
+    base = weight_scaled_lr(teacher or analysis.loaded.model, names) if lr is None else lr
     trainer = Trainer(FixedMask(), analysis, data=data, labels=labels, seed=seed,
-                      batch_size=batch_size, lr=lr, optimizer=optimizer, temperature=temperature,
-                      distill_weight=distill_weight, progress=progress)
+                      batch_size=batch_size, lr=base, optimizer=optimizer, temperature=temperature,
+                      distill_weight=distill_weight, progress=progress, teacher=teacher, engine=engine,
+                      device=device)
     try:
-        curve = trainer.run(steps, reg_weights=lambda keep: np.zeros(len(keep)), strength=0.0,
-                            unit_mask=keep_units, label="recovery")
+        spent = 0
+        if lr is None:
+            _, spent = trainer.choose_lr(base, max(2, min(10, steps // 30)), keep_units)
+        curve = trainer.run(max(0, steps - spent), reg_weights=lambda keep: np.zeros(len(keep)), strength=0.0,
+                            unit_mask=keep_units, label="recovery", guard_every=max(5, steps // 10))
         params = trainer.session.params()
     finally:
         trainer.close()
-    notes = trainer.notes + [f"recovery fine-tuning: {steps} steps in {time.perf_counter() - t0:.1f} s"]
-    return FitResult(np.zeros(0), params, curve, notes)
+    notes = trainer.notes + [f"recovery fine-tuning: {steps} steps ({spent} of them choosing the learning rate) "
+                             f"in {time.perf_counter() - t0:.1f} s"]
+    return FitResult(np.zeros(0), params, curve, notes, extra={"lr": trainer.base_lr, "probe_steps": spent})
 
 
 def save_checkpoint(session: TrainingSession, folder: Path, step: int, lam: float) -> None:
@@ -285,13 +421,9 @@ def save_checkpoint(session: TrainingSession, folder: Path, step: int, lam: floa
 
 
 def load_checkpoint(session: TrainingSession, folder: Path) -> tuple[int, float]:
-    from .ortsupport import training_modules
-
-    _, api, _ = training_modules()
     try:
-        state = api.CheckpointState.load_checkpoint(str(folder / "checkpoint"))
+        session.load(folder / "checkpoint")
         loop = json.loads((folder / "loop.json").read_text())
-        session.load_params({name: np.array(state.parameters[name].data) for name in session.tg.trainable})
     except Exception as exc:
         raise OnnxMorphError(f"--resume {folder}: not an onnxmorph checkpoint of this model "
                              f"({type(exc).__name__})") from None

@@ -1,8 +1,10 @@
-"""Rewrite ops that onnxruntime-training 1.19.2 cannot differentiate into equivalent ops it can.
+"""Training-graph rewrites, applied to the training copy of the graph only (the emitted model keeps
+the original ops).
 
-Applied to the training copy of the graph only; the emitted model keeps the original ops.
-BatchNormalization is also rewritten so that fine-tuning uses its stored statistics while
-its scale and bias train.
+For every engine, BatchNormalization becomes a per-channel Mul/Add with its stored statistics, so
+fine-tuning keeps the deployed normalization while scale and bias train. The other rewrites exist
+only for the ort-training engine: onnxruntime-training 1.19.2 has no gradient for those ops, while
+onnxmorph's own autodiff (`train/autodiff`) differentiates them as they are.
 """
 
 from __future__ import annotations
@@ -170,10 +172,16 @@ def _rw_resize(b, node, x, out):
     b.op("Reshape", [y, b.const(out_shape, np.int64)], out=out)
 
 
-def lower_for_training(graph: gs.Graph) -> list[str]:
-    """Rewrite every op without a CPU gradient in place; returns the ops rewritten."""
+ALL_ENGINES = {"BatchNormalization"}
+
+
+def lower_for_training(graph: gs.Graph, ort_training: bool = True) -> list[str]:
+    """Rewrite in place (BatchNorm always; with `ort_training` every op it cannot differentiate);
+    returns the ops rewritten."""
     done = []
     for node in list(graph.nodes):
+        if not ort_training and node.op not in ALL_ENGINES:
+            continue
         if node.op == "LayerNormalization":
             # its gradient needs the optional Mean / InvStdDev outputs to exist
             while len(node.outputs) < 3:

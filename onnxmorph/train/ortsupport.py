@@ -20,8 +20,9 @@ def training_modules():
     if name not in sys.modules:
         pkg_dir = os.path.join(os.path.dirname(onnxruntime.__file__), "training")
         if not os.path.isdir(pkg_dir):
-            raise OnnxMorphError("training methods need onnxruntime-training-cpu==1.19.2 "
-                                 "(plain onnxruntime has no training API)")
+            raise OnnxMorphError("--engine ort-training needs onnxruntime-training-cpu==1.19.2 in an environment "
+                                 "of its own (pip install 'onnxmorph[ort-training]'); the default --engine "
+                                 "onnxmorph trains on plain onnxruntime")
         stub = types.ModuleType(name)
         stub.__path__ = [pkg_dir]  # lets submodules import; skips __init__ (which imports torch)
         sys.modules[name] = stub

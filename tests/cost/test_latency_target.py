@@ -39,7 +39,8 @@ def test_latency_and_flops_targets_remove_different_channels(tmp_path):
     model = memory_vs_compute()
     profile_path = tmp_path / "ridge10.json"
     profile_path.write_text(json.dumps(PROFILE))
-    by_flops = onnxmorph.prune(model, target="flops=0.5", profile=str(profile_path), round_to=1)
+    # both ranked per unit of their own cost (the default for latency targets; flops default to uniform)
+    by_flops = onnxmorph.prune(model, target="flops=0.5", profile=str(profile_path), round_to=1, allocation="cost")
     by_latency = onnxmorph.prune(model, target="latency=0.5", profile=str(profile_path), round_to=1)
     f, lat = kept_by_layer(by_flops.report), kept_by_layer(by_latency.report)
     names = list(f)

@@ -59,7 +59,8 @@ def test_plan_maps_runtime_kernels_back_to_nodes():
     (mul,) = by_op["Mul"]
     assert plan.passes(mul) == 1 and plan.ops[mul] == ["QuickGelu"]
     (hswish,) = by_op["HardSwish"]
-    assert plan.passes(hswish) == 2
+    # expanded to HardSigmoid + Mul (onnxruntime 1.19), or fused into the conv before it (1.2x-1.3x)
+    assert plan.passes(hswish) in (0, 2)
     (erf,) = by_op["Erf"]
     assert plan.passes(erf) == 1
     producer = {t: n for n in model.graph.node for t in n.output}
@@ -86,10 +87,11 @@ def test_latency_model_charges_what_the_runtime_runs():
     ti = plain.per_node("latency", i, o)
     mul = [k for k, c in enumerate(cm.nodes) if c.op == "Mul" and c.extra.get("kind") != "reorder"]
     assert t[mul].sum() == pytest.approx(3.0 * ti[mul].sum())
-    # HardSwish pays two passes, a Clip-after-conv pass one
+    # HardSwish pays the passes the runtime makes (two expanded, none fused into its conv), an Erf one
     hs = [k for k, c in enumerate(cm.nodes) if c.op == "HardSwish"]
     erf = [k for k, c in enumerate(cm.nodes) if c.op == "Erf" and c.extra.get("kind") != "reorder"]
-    assert cm.latency.charge[hs].max() == 2.0 and cm.latency.charge[erf].max() == 1.0
+    hs_node = next(c.node for c in cm.nodes if c.op == "HardSwish")
+    assert cm.latency.charge[hs].max() == cm.latency.plan.passes(hs_node) and cm.latency.charge[erf].max() == 1.0
     reorders = [k for k, c in enumerate(cm.nodes) if c.extra.get("kind") == "reorder" and t[k] > 0]
     assert len(reorders) >= 2
 

@@ -57,11 +57,16 @@ def test_only_mask_values_that_put_exp_in_the_subnormal_range_count():
     assert subnormal.mask_share([0.0, -100.0, -90.0, -1e4, -float("inf"), -50.0]) == pytest.approx(2 / 6)
 
 
-def test_the_probe_measures_subnormal_products_far_slower_on_this_machine():
-    """x86 computes with subnormal operands through microcode assists: the product after a softmax
-    whose every other score is masked with -100 runs several times slower than without the mask."""
-    plain = subnormal.probe_seconds(0.0, threads=1, runs=5, flush=False)
-    masked = subnormal.probe_seconds(subnormal.PROBE_MASKED, threads=1, runs=5, flush=False)
-    assert masked["product"] > 3 * plain["product"]
+def test_overheads_from_probe_timings():
+    """Per-element costs from the probe timed without and with its mask (a hardware fact: Intel cores
+    run subnormal products ~50x slower, AMD EPYC hosts barely slower, so the timings are synthetic
+    here and the real probe is a benchmark: tools/bench_latency_model.py)."""
+    b, t, d = subnormal.PROBE
+    count = b * t * int(round(subnormal.PROBE_MASKED * t))
+    plain = {"softmax": 1e-4, "product": 2e-4}
+    masked = {"softmax": 1e-4 + count * 1.4e-8, "product": 2e-4 + count * d * 3.9e-9}
     over = subnormal.overheads(plain, masked)
-    assert over["subnormal_mac"] > 0 and set(over) == {"subnormal_exp", "subnormal_mac"}
+    assert over["subnormal_exp"] == pytest.approx(1.4e-8) and over["subnormal_mac"] == pytest.approx(3.9e-9)
+    # a host without the penalty (or a noisy run) prices nothing extra, never a negative cost
+    assert subnormal.overheads(masked, plain) == {"subnormal_exp": 0.0, "subnormal_mac": 0.0}
+    assert set(subnormal.probe_seconds(0.0, threads=1, runs=2, flush=False)) == {"softmax", "product"}

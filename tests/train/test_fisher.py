@@ -66,6 +66,8 @@ def test_auto_removes_smallest_signal_per_flop_and_reaches_target(data):
     order = res.report["pruning_order"]
     assert order and {"step", "group", "channel", "signal", "delta_cost"} <= set(order[0])
     assert order[0]["step"] >= 5  # burn-in respected
+    assert res.report["training"]["target"] == 0.6
+    assert abs(res.report["training"]["end_cost_fraction"] / 0.6 - 1) <= 0.05  # reached during training
 
 
 def test_first_choice_is_the_minimum(data):

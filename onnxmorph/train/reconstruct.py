@@ -1,0 +1,402 @@
+"""Closed-form reconstruction after the cut (ThiNet / He et al. 2017 channel pruning), label-free.
+
+Every Conv, Gemm and MatMul with a constant weight whose input the cut changed is refit by ridge
+least squares so that, fed the masked model's own activations (earlier refits applied, so errors
+do not pile up), it reproduces the original model's pre-activations:
+
+    W' = argmin ||A W' - Y||^2 + lam ||W' - W||^2,   lam = ridge * mean(diag(A'A))
+
+where A holds the masked input (im2col patches for a Conv, one system per group) plus a ones column
+for the bias and Y the original output. Removed channels are zero columns of A, so their weights keep
+their old values and emit drops them: pruned == masked still holds. A Conv without a bias that feeds a
+BatchNormalization gets its fitted bias folded into the BN mean. A refit is kept only where it lowers
+the error on held-out calibration rows. Where the graph keeps BatchNormalization, the statistics can
+also be re-estimated on the masked model's activations (`bn_stats`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ..runtime import make_session
+
+LINEAR_OPS = ("Conv", "Gemm", "MatMul")
+MAX_FEATURES = 6144  # one solve of D x D in float64; wider layers are left as they are
+ROWS_PER_BATCH = 4096  # positions sampled per batch and layer (a 56x56 map has 3136 per image)
+
+
+@dataclass
+class Layer:
+    node: str
+    op: str
+    x: str  # input in the masked model (gated)
+    x_orig: str  # the same input in the original model
+    y: str  # the pre-activation to reproduce (the output, or its bias Add's)
+    weight: str
+    bias: str | None = None  # initializer holding the bias, if any
+    bn_mean: str | None = None  # a BN mean that absorbs the fitted bias of a bias-free Conv
+    attrs: dict = field(default_factory=dict)
+    transposed: bool = False  # Gemm transB: weight stored [out, in]
+
+
+@dataclass
+class Reconstruction:
+    params: dict[str, np.ndarray]
+    layers: list[dict]  # per refit layer: name, error before/after (relative, held-out)
+    seconds: float
+
+    def note(self) -> str:
+        bn = next((r["re_estimated"] for r in self.layers if "re_estimated" in r), None)
+        tail = f"; re-estimated the statistics of {bn} BatchNormalization nodes" if bn else ""
+        return self._refit_note() + tail
+
+    def _refit_note(self) -> str:
+        kept = [r for r in self.layers if r.get("kept")]
+        if not kept:
+            return "least-squares reconstruction: no layer improved (left as cut)"
+        before = np.median([r["error_before"] for r in kept])
+        after = np.median([r["error_after"] for r in kept])
+        refit = [r for r in self.layers if "kept" in r]
+        return (f"least-squares reconstruction refit {len(kept)} of {len(refit)} affected layers in "
+                f"{self.seconds:.1f} s: held-out pre-activation error {before:.3f} -> {after:.3f} (median relative)")
+
+
+def _attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def find_layers(masked: onnx.ModelProto, original: onnx.ModelProto) -> list[Layer]:
+    """The refittable linear layers of `masked`, in topological order."""
+    inits = {t.name: t for t in masked.graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in masked.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    orig_nodes = {n.name: n for n in original.graph.node}
+    layers = []
+    for n in masked.graph.node:
+        if n.op_type not in LINEAR_OPS or len(n.input) < 2 or n.input[1] not in inits or n.input[0] in inits:
+            continue
+        w = inits[n.input[1]]
+        if w.data_type != onnx.TensorProto.FLOAT or n.name not in orig_nodes:
+            continue
+        attrs = _attrs(n)
+        layer = Layer(n.name, n.op_type, n.input[0], orig_nodes[n.name].input[0], n.output[0], n.input[1],
+                      attrs=attrs)
+        if n.op_type == "Conv":
+            if len(w.dims) not in (3, 4) or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+                continue
+            if len(n.input) > 2 and n.input[2] in inits:
+                layer.bias = n.input[2]
+            else:
+                nxt = consumers.get(n.output[0], [])
+                if len(nxt) == 1 and nxt[0].op_type == "BatchNormalization" and nxt[0].input[3] in inits:
+                    layer.bn_mean = nxt[0].input[3]
+        elif n.op_type == "Gemm":
+            if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+                continue
+            layer.transposed = bool(attrs.get("transB", 0))
+            if len(n.input) > 2 and n.input[2] in inits and len(inits[n.input[2]].dims) == 1:
+                layer.bias = n.input[2]
+        else:  # MatMul: x [..., K] @ W [K, N], often followed by its bias Add (torch's Linear)
+            if len(w.dims) != 2:
+                continue
+            nxt = consumers.get(n.output[0], [])
+            if len(nxt) == 1 and nxt[0].op_type == "Add":
+                other = [i for i in nxt[0].input if i != n.output[0]]
+                if len(other) == 1 and other[0] in inits and list(inits[other[0]].dims) == [w.dims[1]]:
+                    layer.bias, layer.y = other[0], nxt[0].output[0]
+        layers.append(layer)
+    return layers
+
+
+def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    have = {o.name for o in out.graph.output}
+    for name in dict.fromkeys(names):
+        if name not in have:
+            out.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    return out
+
+
+def _patches(x: np.ndarray, layer: Layer, w_shape: tuple) -> np.ndarray:
+    """im2col: [n, C, H, W] -> [n * Ho * Wo, group, C/group * kh * kw] for the layer's Conv."""
+    if x.ndim == 3:  # Conv1d
+        x = x[:, :, None, :]
+    kh, kw = w_shape[2], (w_shape[3] if len(w_shape) == 4 else w_shape[2])
+    if len(w_shape) == 3:
+        kh, kw = 1, w_shape[2]
+    a = layer.attrs
+    nd = 2 if len(w_shape) == 4 else 1
+    pads = list(a.get("pads", [0] * 2 * nd))
+    strides = list(a.get("strides", [1] * nd))
+    dil = list(a.get("dilations", [1] * nd))
+    if nd == 1:
+        pads, strides, dil = [0, pads[0], 0, pads[1]], [1, strides[0]], [1, dil[0]]
+    x = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    n, c, h, wd = x.shape
+    eh, ew = (kh - 1) * dil[0] + 1, (kw - 1) * dil[1] + 1
+    win = np.lib.stride_tricks.sliding_window_view(x, (eh, ew), axis=(2, 3))[:, :, ::strides[0], ::strides[1]]
+    win = win[..., ::dil[0], ::dil[1]]  # [n, c, ho, wo, kh, kw]
+    g = int(a.get("group", 1))
+    ho, wo = win.shape[2], win.shape[3]
+    win = win.reshape(n, g, c // g, ho, wo, kh * kw).transpose(0, 3, 4, 1, 2, 5)
+    return win.reshape(n * ho * wo, g, (c // g) * kh * kw)
+
+
+def _design(x: np.ndarray, y: np.ndarray, layer: Layer, w_shape: tuple, rows: np.ndarray | None):
+    """(A [rows, G, D], Y [rows, G, out/G]) for one batch."""
+    if layer.op == "Conv":
+        a = _patches(x, layer, w_shape)
+        yy = y if y.ndim == 4 else y[:, :, None, :]
+        yy = yy.transpose(0, 2, 3, 1).reshape(-1, yy.shape[1])
+        g = a.shape[1]
+        yy = yy.reshape(len(yy), g, -1)
+    else:
+        a = x.reshape(-1, x.shape[-1])[:, None, :]
+        yy = y.reshape(-1, y.shape[-1])[:, None, :]
+    if rows is not None and len(a) > len(rows):
+        a, yy = a[rows], yy[rows]
+    return a.astype(np.float64), yy.astype(np.float64)
+
+
+def _weights_as_system(w: np.ndarray, layer: Layer, groups: int) -> np.ndarray:
+    """The weight as [G, D, out/G] matching `_design`'s columns."""
+    if layer.op == "Conv":
+        out = w.shape[0]
+        return w.reshape(groups, out // groups, -1).transpose(0, 2, 1)
+    return (w.T if layer.transposed else w)[None]
+
+
+def _system_to_weights(sol: np.ndarray, layer: Layer, w_shape: tuple) -> np.ndarray:
+    if layer.op == "Conv":
+        return sol.transpose(0, 2, 1).reshape(w_shape)
+    return sol[0].T if layer.transposed else sol[0]
+
+
+class _Accumulator:
+    """A'A and A'Y per group, plus held-out rows for the keep/reject check."""
+
+    def __init__(self, groups: int, d: int, outs: int, bias: bool):
+        d1 = d + (1 if bias else 0)
+        self.bias = bias
+        self.ata = np.zeros((groups, d1, d1))
+        self.aty = np.zeros((groups, d1, outs))
+        self.held: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def add(self, a: np.ndarray, y: np.ndarray, hold: bool) -> None:
+        if self.bias:
+            a = np.concatenate([a, np.ones(a.shape[:2] + (1,))], axis=2)
+        if hold:
+            self.held.append((a, y))
+            return
+        self.ata += np.einsum("rgi,rgj->gij", a, a)
+        self.aty += np.einsum("rgi,rgo->gio", a, y)
+
+    def solve(self, w0: np.ndarray, b0: np.ndarray | None, ridge: float) -> np.ndarray:
+        prior = w0 if not self.bias else np.concatenate([w0, b0[:, None, :]], axis=1)
+        d1 = self.ata.shape[1]
+        lam = ridge * np.trace(self.ata, axis1=1, axis2=2) / d1 + 1e-12
+        lhs = self.ata + lam[:, None, None] * np.eye(d1)[None]
+        return np.linalg.solve(lhs, self.aty + lam[:, None, None] * prior)
+
+    def error(self, sol: np.ndarray) -> float:
+        num = sum(float(np.square(np.einsum("rgi,gio->rgo", a, sol) - y).sum()) for a, y in self.held)
+        den = sum(float(np.square(y).sum()) for _, y in self.held)
+        return float(np.sqrt(num / max(den, 1e-30)))
+
+
+def _batches(inputs: dict[str, np.ndarray], batch: int):
+    n = next(iter(inputs.values())).shape[0]
+    for start in range(0, n, batch):
+        yield {k: v[start:start + batch] for k, v in inputs.items()}
+
+
+def _runner(model: onnx.ModelProto, outputs: list[str], fixed_batch: int):
+    """Run `model` (static batch `fixed_batch`) for `outputs` on any number of rows: chunks of
+    `fixed_batch`, the last one padded by wrapping around and trimmed after."""
+    graph_inputs = {i.name for i in model.graph.input}
+    computed = [o for o in dict.fromkeys(outputs) if o not in graph_inputs]  # ORT returns no graph input
+    session = make_session(_with_outputs(model, computed)) if computed else None
+
+    def run(feeds):
+        n = next(iter(feeds.values())).shape[0]
+        parts = []
+        for i in range(0, n, fixed_batch) if session else ():
+            idx = np.arange(i, i + fixed_batch) % n
+            outs = session.run(computed, {k: v[idx] for k, v in feeds.items()})
+            parts.append([o[:min(fixed_batch, n - i)] for o in outs])
+        got = {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(computed)}
+        got.update({name: feeds[name] for name in outputs if name in graph_inputs})
+        return got
+    return run
+
+
+def reconstruct(masked: onnx.ModelProto, original: onnx.ModelProto, inputs: dict[str, np.ndarray], *,
+                ridge: float = 1e-3, batch: int = 32, fixed_batch: int = 1, seed: int = 0,
+                progress=None, refit: bool = True, bn_stats: bool = False) -> Reconstruction:
+    """Refit the linear layers of `masked` (the cut model, 0/1 gates in place) to reproduce
+    `original`'s pre-activations on calibration `inputs`. Returns the changed initializers."""
+    say = progress or (lambda msg, **info: None)
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    layers = find_layers(masked, original)
+    work = onnx.ModelProto()
+    work.CopyFrom(masked)
+    inits = {t.name: t for t in work.graph.initializer}
+    batches = list(_batches(inputs, batch))
+    hold = {len(batches) - 1} if len(batches) > 1 else set()
+
+    # Which layers see a changed input, and the waves in which they can be refit together: a layer
+    # waits for every refit layer upstream of it.
+    first = batches[0]
+    names_m = [l.x for l in layers]
+    names_o = [l.x_orig for l in layers]
+    got_m = _runner(work, names_m, fixed_batch)(first)
+    got_o = _runner(original, names_o, fixed_batch)(first)
+    affected = [l for l in layers if refit and not np.array_equal(got_m[l.x], got_o[l.x_orig])]
+    wave = _waves(work, [(l.node, l.x) for l in affected])
+    results, params = [], {}
+    for k in range(max(wave.values(), default=-1) + 1):
+        todo = [l for l in affected if wave[l.node] == k]
+        say(f"reconstructing layers (wave {k + 1}/{max(wave.values()) + 1})")
+        run_m = _runner(work, [l.x for l in todo], fixed_batch)
+        run_o = _runner(original, [l.y for l in todo], fixed_batch)
+        accs = {}
+        for bi, feeds in enumerate(batches):
+            xm, yo = run_m(feeds), run_o(feeds)
+            for layer in todo:
+                w = numpy_helper.to_array(inits[layer.weight])
+                groups = int(layer.attrs.get("group", 1)) if layer.op == "Conv" else 1
+                n_rows = None
+                a, y = _design(xm[layer.x], yo[layer.y], layer, w.shape, None)
+                if len(a) > ROWS_PER_BATCH:
+                    n_rows = rng.choice(len(a), ROWS_PER_BATCH, replace=False)
+                    a, y = a[n_rows], y[n_rows]
+                if a.shape[2] > MAX_FEATURES:
+                    continue
+                fit_bias = layer.bias is not None or layer.bn_mean is not None
+                acc = accs.setdefault(layer.node, _Accumulator(a.shape[1], a.shape[2], y.shape[2], fit_bias))
+                acc.add(a, y, bi in hold)
+        for layer in todo:
+            acc = accs.get(layer.node)
+            if acc is None:
+                continue
+            w = numpy_helper.to_array(inits[layer.weight]).astype(np.float64)
+            groups = acc.ata.shape[0]
+            w0 = _weights_as_system(w, layer, groups)
+            b0 = None
+            if acc.bias:
+                b = numpy_helper.to_array(inits[layer.bias]) if layer.bias else np.zeros(w0.shape[0] * w0.shape[2])
+                b0 = b.astype(np.float64).reshape(groups, -1)
+            sol = acc.solve(w0, b0, ridge)
+            if acc.held:
+                prior = w0 if b0 is None else np.concatenate([w0, b0[:, None, :]], axis=1)
+                before, after = acc.error(prior), acc.error(sol)
+            else:
+                before, after = 1.0, 0.0
+            keep = after < before
+            results.append({"layer": layer.node, "error_before": round(before, 6), "error_after": round(after, 6),
+                            "kept": bool(keep)})
+            if not keep:
+                continue
+            new_w = _system_to_weights(sol[:, :w0.shape[1], :], layer, w.shape).astype(np.float32)
+            _set(inits[layer.weight], new_w, params)
+            if acc.bias:
+                fitted = sol[:, -1, :].reshape(-1).astype(np.float32)
+                if layer.bias:
+                    _set(inits[layer.bias], fitted.reshape(numpy_helper.to_array(inits[layer.bias]).shape), params)
+                else:  # BN(y + b) with mean m equals BN(y) with mean m - b
+                    mean = numpy_helper.to_array(inits[layer.bn_mean])
+                    _set(inits[layer.bn_mean], (mean - fitted).astype(mean.dtype), params)
+    if bn_stats:
+        say("re-estimating BatchNorm statistics")
+        bn = reestimate_bn(work, inputs, batch=batch, fixed_batch=fixed_batch)
+        params.update(bn)
+        results.append({"layer": "BatchNormalization statistics", "re_estimated": len(bn) // 2})
+    return Reconstruction(params, results, time.perf_counter() - t0)
+
+
+def _waves(model: onnx.ModelProto, items: list[tuple[str, str]]) -> dict[str, int]:
+    """For (node, input tensor) pairs in topological order: the pass in which each can be handled,
+    one after every listed node upstream of its input."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    wave: dict[str, int] = {}
+    for node, tensor in items:
+        stack, seen, level = [tensor], set(), 0
+        while stack:
+            t = stack.pop()
+            if t in seen or t not in producers:
+                continue
+            seen.add(t)
+            p = producers[t]
+            if p.name in wave:
+                level = max(level, wave[p.name] + 1)
+                continue
+            stack.extend(p.input)
+        wave[node] = level
+    return wave
+
+
+def reestimate_bn(model: onnx.ModelProto, inputs: dict[str, np.ndarray], *, batch: int = 32,
+                  fixed_batch: int = 1) -> dict[str, np.ndarray]:
+    """Set every BatchNormalization's stored mean and variance to its input's statistics in `model`
+    (modified in place) on calibration `inputs`, upstream ones first. Returns the changed values."""
+    inits = {t.name: t for t in model.graph.initializer}
+    bns = [n for n in model.graph.node if n.op_type == "BatchNormalization" and len(n.input) >= 5
+           and n.input[3] in inits and n.input[4] in inits]
+    wave = _waves(model, [(n.name, n.input[0]) for n in bns])
+    params: dict[str, np.ndarray] = {}
+    for k in range(max(wave.values(), default=-1) + 1):
+        todo = [n for n in bns if wave[n.name] == k]
+        run = _runner(model, [n.input[0] for n in todo], fixed_batch)
+        sums: dict[str, list] = {}
+        for feeds in _batches(inputs, batch):
+            got = run(feeds)
+            for n in todo:
+                x = got[n.input[0]].astype(np.float64)
+                axes = tuple(a for a in range(x.ndim) if a != 1)
+                acc = sums.setdefault(n.name, [0.0, 0.0, 0])
+                acc[0] += x.sum(axis=axes)
+                acc[1] += np.square(x).sum(axis=axes)
+                acc[2] += x.size // x.shape[1]
+        for n in todo:
+            total, squares, count = sums[n.name]
+            mean = total / count
+            var = np.maximum(squares / count - mean ** 2, 0.0)
+            dtype = numpy_helper.to_array(inits[n.input[3]]).dtype
+            _set(inits[n.input[3]], mean.astype(dtype), params)
+            _set(inits[n.input[4]], var.astype(dtype), params)
+    return params
+
+
+def _set(init: onnx.TensorProto, value: np.ndarray, params: dict) -> None:
+    init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(value), init.name))
+    params[init.name] = value
+
+
+def reconstruct_cut(analysis, keep_units: np.ndarray, inputs: dict[str, np.ndarray], *, teacher=None,
+                    samples: int = 256, ridge: float = 1e-3, seed: int = 0, progress=None, refit: bool = True,
+                    bn_stats: bool = False) -> Reconstruction:
+    """`reconstruct` for the cut `keep_units` of `analysis` (its current weights), against `teacher`
+    (the untouched model; default `analysis.loaded.model`), on at most `samples` calibration rows."""
+    from ..gates import build_masked
+    from .batched import at_batch
+
+    n = next(iter(inputs.values())).shape[0]
+    rows = np.random.default_rng(seed).permutation(n)[:samples]
+    calib = {k: np.ascontiguousarray(v[rows]) for k, v in inputs.items()}
+    batch = min(32, len(rows))
+    batched, size, batched_teacher = at_batch(analysis, batch)
+    reference = batched_teacher if batched_teacher is not None else (teacher or analysis.loaded.model)
+    if batched_teacher is None:  # the static model: its own batch size
+        size = int(next(iter(analysis.loaded.static_inputs.values()))[0])
+    # a batched model runs `size` rows at a time; the static one, one row
+    return reconstruct(build_masked(batched, keep_units), reference, calib, ridge=ridge, batch=batch,
+                       fixed_batch=size, seed=seed, progress=progress, refit=refit, bn_stats=bn_stats)

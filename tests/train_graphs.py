@@ -1,0 +1,44 @@
+"""Training graphs of test models with one fixed batch: what the engine tests and benchmarks feed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxmorph.analysis import analyze
+from onnxmorph.graph import load_model
+from onnxmorph.methods.trained import GatesMethod
+from onnxmorph.train.graph import LABELS, REG_STRENGTH, REG_WEIGHTS, UNIT_MASK, LossSpec, build_training_graph, \
+    default_loss_kinds
+
+
+def training_graph(model, batch: int | None = None, engine: str = "onnxmorph", seed: int = 0):
+    """(TrainingGraph, feeds) of `model` instrumented with gates, distilling to random targets."""
+    rng = np.random.default_rng(seed)
+    shapes = None
+    if batch is not None:
+        import onnx
+
+        proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+        inp = proto.graph.input[0]
+        dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
+        shapes = {inp.name: (batch, *dims[1:])}
+    analysis = analyze(load_model(model, shapes))
+    method = GatesMethod()
+    spec = LossSpec(kinds=default_loss_kinds(analysis.loaded.graph()))
+    tg = build_training_graph(analysis, method, spec, engine=engine)
+    feeds = {}
+    graph = analysis.loaded.graph()
+    for t in graph.inputs:
+        feeds[t.name] = rng.standard_normal([int(d) for d in t.shape]).astype(np.float32)
+    for key, name in tg.targets.items():
+        shape = next(o.shape for o in graph.outputs if o.name == key.split("::")[0])
+        logits = rng.standard_normal([int(d) for d in shape])
+        p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        feeds[name] = (np.log(p) if key.endswith("::logp") else p).astype(np.float32)
+    u = analysis.num_units
+    feeds[REG_WEIGHTS] = rng.random(u).astype(np.float32)
+    feeds[REG_STRENGTH] = np.array(0.5, np.float32)
+    feeds[UNIT_MASK] = (rng.random(u) > 0.2).astype(np.float32)
+    feeds.update(method.step_inputs(rng, {}, None))
+    feeds.pop(LABELS, None)
+    return tg, feeds
