@@ -645,8 +645,9 @@ def compare_table(before: dict, after: dict) -> str:
     b, a = {key(r): r for r in before["rows"]}, {key(r): r for r in after["rows"]}
     order = list(dict.fromkeys(list(b) + list(a)))
     lines = [f"| model | metric | method | flops | agreement {before['commit']} | agreement {after['commit']} "
-             f"| MACs {before['commit']} / {after['commit']} | wall s {before['commit']} / {after['commit']} |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+             f"| report's fidelity {after['commit']} | MACs {before['commit']} / {after['commit']} "
+             f"| wall s {before['commit']} / {after['commit']} |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for k in order:
         rb, ra = b.get(k), a.get(k)
         (vb, mb, wb), (va, ma, wa) = _cell(rb), _cell(ra)
@@ -654,7 +655,9 @@ def compare_table(before: dict, after: dict) -> str:
                                                "det": "box F1 / map IoU", "map": "map IoU"}[MODELS[k[0]]["task"]]
         if MODELS[k[0]]["task"] == "det":
             metric = "box F1 / map IoU"
-        lines.append(f"| {k[0]} | {metric} | {k[1]} | {k[2]} | {vb} | {va} | {mb} / {ma} | {wb} / {wa} |")
+        fid = (ra or {}).get("fidelity", {}).get("agreement")
+        fid = "—" if fid is None else f"{fid:.3f}"
+        lines.append(f"| {k[0]} | {metric} | {k[1]} | {k[2]} | {vb} | {va} | {fid} | {mb} / {ma} | {wb} / {wa} |")
     return "\n".join(lines)
 
 
