@@ -156,7 +156,8 @@ class Trainer:
         curve: list[dict] = []
         good, rollbacks = self.session.params(), 0
         cost = 1.0
-        best = None
+        best, high = None, 0
+        self.steps_run = steps - start_step
         if guard_every:
             val = self.validation_loss(unit_mask)
             best = None if val is None else (val, good, start_step - 1)
@@ -199,11 +200,15 @@ class Trainer:
                                   "task_loss": float(self.last["task_loss"]), "lr": lr})
                 curve[-1]["held_out_loss"] = val
                 if val < best[0]:
-                    best = (val, self.session.params(), step)
-                elif val > 2.0 * best[0] + 1e-6:
-                    self.notes.append(f"{label}: the held-out loss rose to {val:.4g} at step {step + 1} "
-                                      f"(best {best[0]:.4g}); stopped early")
-                    break
+                    best, high = (val, self.session.params(), step), 0
+                else:
+                    # one noisy check on a small held-out set is no trend: stop after three in a row
+                    high = high + 1 if val > 2.0 * best[0] + 1e-6 else 0
+                    if high >= 3:
+                        self.notes.append(f"{label}: the held-out loss stayed above twice its best ({best[0]:.4g}) "
+                                          f"for three checks, {val:.4g} at step {step + 1}; stopped early")
+                        self.steps_run = step + 1 - start_step
+                        break
         if best is not None and best[2] != step:
             self.session.load_params(best[1])
             where = "the start" if best[2] < start_step else f"step {best[2] + 1}"
@@ -410,8 +415,8 @@ def recover(analysis, keep_units: np.ndarray, *, data, steps: int, seed=0, progr
         params = trainer.session.params()
     finally:
         trainer.close()
-    notes = trainer.notes + [f"recovery fine-tuning: {steps} steps ({spent} of them choosing the learning rate) "
-                             f"in {time.perf_counter() - t0:.1f} s"]
+    notes = trainer.notes + [f"recovery fine-tuning: {spent + trainer.steps_run} of {steps} steps ({spent} of them "
+                             f"choosing the learning rate) in {time.perf_counter() - t0:.1f} s"]
     return FitResult(np.zeros(0), params, curve, notes, extra={"lr": trainer.base_lr, "probe_steps": spent})
 
 
