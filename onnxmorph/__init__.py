@@ -4,5 +4,7 @@ __version__ = "0.1.0"
 
 from .api import PruneResult, inspect, prune, summarize  # noqa: E402
 from .errors import OnnxMorphError  # noqa: E402
+from .sweep import SweepResult, sweep  # noqa: E402  (the function shadows the subpackage's name here)
 
-__all__ = ["OnnxMorphError", "PruneResult", "inspect", "prune", "summarize", "__version__"]
+__all__ = ["OnnxMorphError", "PruneResult", "SweepResult", "inspect", "prune", "summarize", "sweep",
+           "__version__"]

@@ -204,6 +204,58 @@ def prune(
         _print_summary(result.report, output)
 
 
+@app.command()
+def sweep(
+    model: Path = typer.Argument(..., help="ONNX model to prune (never modified)."),
+    data: Path = typer.Option(..., "--data", help="Inputs (.npz or image folder); trials train on it."),
+    targets: str = typer.Option(..., "--targets", help="e.g. flops=0.25,0.5,0.75 or 'flops=0.5|latency=0.3,0.4'."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Held-out inputs for the fidelity figure "
+                                             "(default: the rows prune keeps out of --data; trials don't train on them)."),
+    methods: str = typer.Option("fisher", "--methods", help="Comma-separated methods, e.g. fisher,gates,magnitude."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Hardware profile (predicted latency, latency=F)."),
+    measure: bool = typer.Option(False, "--measure", help="Measure each pruned model's ORT latency here."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps per trial (as prune --steps)."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Label array in the data: accuracy, cross-entropy."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Local trials at a time (default: cores); "
+                                          "with --ray and no address, the local Ray's CPUs."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]",
+                                      help="Run trials as Ray tasks: on the cluster at ADDRESS (host:port, "
+                                           "ray://host:port, auto), or on a local Ray without one."),
+    trial_cpus: Optional[float] = typer.Option(None, "--trial-cpus", help="CPUs (ORT threads) per trial "
+                                               "(default: cores / workers; with --ray 1, as Ray CPUs per task)."),
+    trial_gpus: float = typer.Option(0.0, "--trial-gpus", help="--ray: GPUs per trial."),
+    resume: bool = typer.Option(False, "--resume", help="Skip trials an earlier run of this sweep finished."),
+    pick: Optional[str] = typer.Option(None, "--pick", help="e.g. 'agreement>=0.99': copy the cheapest "
+                                       "qualifying model to OUTDIR/best.onnx."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output folder (default: <stem>.sweep here)."),
+    round_to: Optional[int] = typer.Option(None, "--round-to", help="As prune --round-to (default: the profile's)."),
+    no_reconstruct: bool = typer.Option(False, "--no-reconstruct", help="As prune --no-reconstruct."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of every trial and of the held-out split."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+):
+    """Prune MODEL once per (method, target); write each trial, the Pareto front page and the pick."""
+    from .sweep import sweep as run_sweep
+    from .sweep.display import SweepProgress, print_summary
+
+    display = SweepProgress(err, quiet)
+    try:
+        try:
+            result = run_sweep(model, data=data, targets=targets, outdir=output, eval_data=eval_data,
+                               methods=methods, profile=profile, measure=measure, steps=steps, labels=labels,
+                               workers=workers, ray=ray, trial_cpus=trial_cpus, trial_gpus=trial_gpus,
+                               resume=resume, pick=pick, seed=seed, progress=display,
+                               **({} if round_to is None else {"round_to": round_to}),
+                               **({"reconstruct": False} if no_reconstruct else {}))
+        finally:
+            display.close()
+    except OnnxMorphError as exc:
+        fail(exc)
+    if not quiet:
+        print_summary(out, result)
+    if result.pick is not None and result.pick.chosen is None:
+        fail(OnnxMorphError(result.pick.message))
+
+
 def _floats(text: str | None, flag: str):
     if text is None:
         return None
@@ -462,8 +514,21 @@ def profiles_calibrate(
         out.print(f"wrote {output}; use it with --profile {output}")
 
 
+def optional_ray_address(argv: list[str]) -> list[str]:
+    """`sweep --ray` without an address (last, or before another option) means a local Ray: click
+    options have no optional values, so the missing one is filled in as "local"."""
+    out = []
+    for k, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--ray" and (k + 1 == len(argv) or argv[k + 1].startswith("-")):
+            out.append("local")
+    return out
+
+
 def main() -> None:
     try:
+        if "sweep" in sys.argv[1:]:
+            sys.argv[1:] = optional_ray_address(sys.argv[1:])
         app()
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
+
+THREADS_ENV = "ONNXMORPH_THREADS"
 
 
 def make_session(model: onnx.ModelProto | bytes, threads: int = 0, optimize: bool = True):
     """A CPU session with all graph optimizations (none with `optimize=False`: to time one kernel
-    as written); `threads` > 0 pins intra-op threads and runs nodes sequentially (for timing)."""
+    as written); `threads` > 0 pins intra-op threads and runs nodes sequentially (for timing).
+
+    Otherwise ORT picks its thread count, unless ONNXMORPH_THREADS says how many intra-op threads
+    to use: set by `sweep` workers, so that parallel trials don't oversubscribe the cores."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -19,6 +26,8 @@ def make_session(model: onnx.ModelProto | bytes, threads: int = 0, optimize: boo
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    elif os.environ.get(THREADS_ENV, "").isdigit() and int(os.environ[THREADS_ENV]) > 0:
+        opts.intra_op_num_threads = int(os.environ[THREADS_ENV])
     data = model if isinstance(model, bytes) else model.SerializeToString()
     return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 

@@ -7,8 +7,8 @@ import numpy as np
 from onnxmorph.analysis import analyze
 from onnxmorph.graph import load_model
 from onnxmorph.methods.trained import GatesMethod
-from onnxmorph.train.graph import LABELS, REG_STRENGTH, REG_WEIGHTS, UNIT_MASK, LossSpec, build_training_graph, \
-    default_loss_kinds
+from onnxmorph.runtime import run_model
+from onnxmorph.train.graph import LABELS, REG_STRENGTH, REG_WEIGHTS, UNIT_MASK, build_training_graph, loss_spec
 
 
 def training_graph(model, batch: int | None = None, engine: str = "onnxmorph", seed: int = 0):
@@ -24,12 +24,14 @@ def training_graph(model, batch: int | None = None, engine: str = "onnxmorph", s
         shapes = {inp.name: (batch, *dims[1:])}
     analysis = analyze(load_model(model, shapes))
     method = GatesMethod()
-    spec = LossSpec(kinds=default_loss_kinds(analysis.loaded.graph()))
-    tg = build_training_graph(analysis, method, spec, engine=engine)
     feeds = {}
     graph = analysis.loaded.graph()
     for t in graph.inputs:
         feeds[t.name] = rng.standard_normal([int(d) for d in t.shape]).astype(np.float32)
+    # the loss kinds come from the outputs' values, as in training (logits: KL; others: MSE)
+    outputs = dict(zip([o.name for o in graph.outputs], run_model(analysis.loaded.model, feeds)))
+    spec = loss_spec(outputs, 4.0)
+    tg = build_training_graph(analysis, method, spec, engine=engine)
     for key, name in tg.targets.items():
         shape = next(o.shape for o in graph.outputs if o.name == key.split("::")[0])
         logits = rng.standard_normal([int(d) for d in shape])

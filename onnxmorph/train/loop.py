@@ -160,6 +160,7 @@ class Trainer:
         if guard_every:
             val = self.validation_loss(unit_mask)
             best = None if val is None else (val, good, start_step - 1)
+        step = start_step - 1  # the last step taken (none yet)
         for step in range(start_step, steps):
             lr = lr_at(step, steps, self.base_lr)
             self.session.set_lr(lr)

@@ -27,6 +27,7 @@ from ..runtime import make_session
 
 LINEAR_OPS = ("Conv", "Gemm", "MatMul")
 MAX_FEATURES = 6144  # one solve of D x D in float64; wider layers are left as they are
+RECONSTRUCT_SECONDS = 120.0  # reconstruct_cut's time budget: later waves are skipped past it
 ROWS_PER_BATCH = 4096  # positions sampled per batch and layer (a 56x56 map has 3136 per image)
 
 
@@ -56,6 +57,12 @@ class Reconstruction:
         return self._refit_note() + tail
 
     def _refit_note(self) -> str:
+        stop = next((r for r in self.layers if "stopped_at_wave" in r), None)
+        cut_short = (f" (stopped after {stop['stopped_at_wave']} of {stop['waves']} waves: time budget "
+                     f"{RECONSTRUCT_SECONDS:g} s)") if stop else ""
+        return self._refit_summary() + cut_short
+
+    def _refit_summary(self) -> str:
         kept = [r for r in self.layers if r.get("kept")]
         if not kept:
             return "least-squares reconstruction: no layer improved (left as cut)"
@@ -240,7 +247,8 @@ def _runner(model: onnx.ModelProto, outputs: list[str], fixed_batch: int):
 
 def reconstruct(masked: onnx.ModelProto, original: onnx.ModelProto, inputs: dict[str, np.ndarray], *,
                 ridge: float = 1e-3, batch: int = 32, fixed_batch: int = 1, seed: int = 0,
-                progress=None, refit: bool = True, bn_stats: bool = False) -> Reconstruction:
+                progress=None, refit: bool = True, bn_stats: bool = False,
+                max_seconds: float | None = None) -> Reconstruction:
     """Refit the linear layers of `masked` (the cut model, 0/1 gates in place) to reproduce
     `original`'s pre-activations on calibration `inputs`. Returns the changed initializers."""
     say = progress or (lambda msg, **info: None)
@@ -263,9 +271,15 @@ def reconstruct(masked: onnx.ModelProto, original: onnx.ModelProto, inputs: dict
     affected = [l for l in layers if refit and not np.array_equal(got_m[l.x], got_o[l.x_orig])]
     wave = _waves(work, [(l.node, l.x) for l in affected])
     results, params = [], {}
-    for k in range(max(wave.values(), default=-1) + 1):
+    waves = max(wave.values(), default=-1) + 1
+    for k in range(waves):
+        if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+            # each wave runs both models over the calibration rows: deep models on a small machine
+            # would take tens of minutes; the refits so far stand
+            results.append({"layer": "time budget", "stopped_at_wave": k, "waves": waves})
+            break
         todo = [l for l in affected if wave[l.node] == k]
-        say(f"reconstructing layers (wave {k + 1}/{max(wave.values()) + 1})")
+        say(f"reconstructing layers (wave {k + 1}/{waves})")
         run_m = _runner(work, [l.x for l in todo], fixed_batch)
         run_o = _runner(original, [l.y for l in todo], fixed_batch)
         accs = {}
@@ -382,7 +396,7 @@ def _set(init: onnx.TensorProto, value: np.ndarray, params: dict) -> None:
 
 
 def reconstruct_cut(analysis, keep_units: np.ndarray, inputs: dict[str, np.ndarray], *, teacher=None,
-                    samples: int = 256, ridge: float = 1e-3, seed: int = 0, progress=None, refit: bool = True,
+                    samples: int = 128, ridge: float = 1e-3, seed: int = 0, progress=None, refit: bool = True,
                     bn_stats: bool = False) -> Reconstruction:
     """`reconstruct` for the cut `keep_units` of `analysis` (its current weights), against `teacher`
     (the untouched model; default `analysis.loaded.model`), on at most `samples` calibration rows."""
@@ -399,4 +413,5 @@ def reconstruct_cut(analysis, keep_units: np.ndarray, inputs: dict[str, np.ndarr
         size = int(next(iter(analysis.loaded.static_inputs.values()))[0])
     # a batched model runs `size` rows at a time; the static one, one row
     return reconstruct(build_masked(batched, keep_units), reference, calib, ridge=ridge, batch=batch,
-                       fixed_batch=size, seed=seed, progress=progress, refit=refit, bn_stats=bn_stats)
+                       fixed_batch=size, seed=seed, progress=progress, refit=refit, bn_stats=bn_stats,
+                       max_seconds=RECONSTRUCT_SECONDS)

@@ -92,3 +92,23 @@ def _with_output(model, name):
     out.CopyFrom(model)
     out.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     return out
+
+
+def test_a_budget_the_learning_rate_probe_uses_up_still_prunes():
+    """With --steps 3 the probe may take every step: recovery then runs none and the cut stands."""
+    model = conv_chain()
+    data = {"input": np.random.default_rng(0).standard_normal((200, 3, 16, 16)).astype(np.float32)}
+    res = onnxmorph.prune(model, method="magnitude", target="flops=0.5", data=data, steps=3, seed=0)
+    assert res.report["verify"]["passed"] and res.report["budget"]["recovery"] == 3
+    assert res.report["pruned"]["macs"] <= 0.5 * res.report["original"]["macs"]
+
+
+def test_reconstruction_stops_at_its_time_budget(monkeypatch):
+    """Deep models on a small machine: the waves past the budget are skipped and the note says so."""
+    import onnxmorph.train.reconstruct as reconstruct
+
+    monkeypatch.setattr(reconstruct, "RECONSTRUCT_SECONDS", 0.0)
+    data = {"input": np.random.default_rng(0).standard_normal((200, 3, 16, 16)).astype(np.float32)}
+    res = onnxmorph.prune(conv_chain(), method="magnitude", target="flops=0.5", data=data, steps=0)
+    assert res.report["verify"]["passed"]
+    assert any("stopped after 0 of 3 waves" in n for n in res.report["notes"])
