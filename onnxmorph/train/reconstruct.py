@@ -157,7 +157,7 @@ def _patches(x: np.ndarray, layer: Layer, w_shape: tuple) -> np.ndarray:
     return win.reshape(n * ho * wo, g, (c // g) * kh * kw)
 
 
-def _design(x: np.ndarray, y: np.ndarray, layer: Layer, w_shape: tuple, rows: np.ndarray | None):
+def _design(x: np.ndarray, y: np.ndarray, layer: Layer, w_shape: tuple):
     """(A [rows, G, D], Y [rows, G, out/G]) for one batch."""
     if layer.op == "Conv":
         a = _patches(x, layer, w_shape)
@@ -168,8 +168,6 @@ def _design(x: np.ndarray, y: np.ndarray, layer: Layer, w_shape: tuple, rows: np
     else:
         a = x.reshape(-1, x.shape[-1])[:, None, :]
         yy = y.reshape(-1, y.shape[-1])[:, None, :]
-    if rows is not None and len(a) > len(rows):
-        a, yy = a[rows], yy[rows]
     return a.astype(np.float64), yy.astype(np.float64)
 
 
@@ -287,12 +285,10 @@ def reconstruct(masked: onnx.ModelProto, original: onnx.ModelProto, inputs: dict
             xm, yo = run_m(feeds), run_o(feeds)
             for layer in todo:
                 w = numpy_helper.to_array(inits[layer.weight])
-                groups = int(layer.attrs.get("group", 1)) if layer.op == "Conv" else 1
-                n_rows = None
-                a, y = _design(xm[layer.x], yo[layer.y], layer, w.shape, None)
-                if len(a) > ROWS_PER_BATCH:
-                    n_rows = rng.choice(len(a), ROWS_PER_BATCH, replace=False)
-                    a, y = a[n_rows], y[n_rows]
+                a, y = _design(xm[layer.x], yo[layer.y], layer, w.shape)
+                if len(a) > ROWS_PER_BATCH:  # positions sampled: a large map has thousands per image
+                    rows = rng.choice(len(a), ROWS_PER_BATCH, replace=False)
+                    a, y = a[rows], y[rows]
                 if a.shape[2] > MAX_FEATURES:
                     continue
                 fit_bias = layer.bias is not None or layer.bn_mean is not None
@@ -411,7 +407,7 @@ def reconstruct_cut(analysis, keep_units: np.ndarray, inputs: dict[str, np.ndarr
     reference = batched_teacher if batched_teacher is not None else (teacher or analysis.loaded.model)
     if batched_teacher is None:  # the static model: its own batch size
         size = int(next(iter(analysis.loaded.static_inputs.values()))[0])
-    # a batched model runs `size` rows at a time; the static one, one row
+    # the model runs `size` rows at a time: the training batch, or the static model's own batch size
     return reconstruct(build_masked(batched, keep_units), reference, calib, ridge=ridge, batch=batch,
                        fixed_batch=size, seed=seed, progress=progress, refit=refit, bn_stats=bn_stats,
                        max_seconds=RECONSTRUCT_SECONDS)
