@@ -314,12 +314,15 @@ def split_budget(steps: int | None, recover_steps: int | None, trains: bool, has
     """How `steps` optimizer steps in all are spent: a training method trains for half and recovers
     for the rest (`recover_steps` sets the recovery part); one-shot methods spend them all on
     recovery, which needs data."""
-    total = steps if steps is not None else (DEFAULT_STEPS if has_data else 0)
-    if total < 0 or (recover_steps is not None and not 0 <= recover_steps <= max(total, recover_steps)):
+    if (steps is not None and steps < 0) or (recover_steps is not None and recover_steps < 0):
         raise UsageError(f"--steps must be >= 0 and --recover-steps between 0 and --steps "
                          f"(got {steps}, {recover_steps})")
-    if recover_steps is not None and steps is None:
+    if steps is not None:
+        total = steps
+    elif recover_steps is not None:  # recovery as asked, training its default half
         total = recover_steps + (DEFAULT_STEPS // 2 if trains else 0)
+    else:
+        total = DEFAULT_STEPS if has_data else 0
     recovery = recover_steps if recover_steps is not None else (total // 2 if trains else total)
     if recovery > total:
         raise UsageError(f"--recover-steps {recover_steps} is more than --steps {total}")

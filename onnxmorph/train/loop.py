@@ -233,16 +233,10 @@ class Trainer:
         """The distillation loss on the held-out rows (None without them)."""
         if not len(self.val_rows):
             return None
-        u = self.analysis.num_units
         values = []
         for start in range(0, min(len(self.val_rows), batches * self.micro), self.micro):
             idx = self.val_rows[np.arange(start, start + self.micro) % len(self.val_rows)]
-            feeds = self._batch(idx)
-            feeds[REG_WEIGHTS] = np.zeros(u, np.float32)
-            feeds[REG_STRENGTH] = np.array(0.0, np.float32)
-            feeds[UNIT_MASK] = np.ones(u, np.float32) if unit_mask is None else unit_mask.astype(np.float32)
-            feeds.update(self.method.eval_inputs())
-            values.append(float(self.session.evaluate(feeds)["onnxmorph_task_loss"]))
+            values.append(float(self._evaluate(idx, unit_mask)["task_loss"]))
         return float(np.mean(values))
 
     def choose_lr(self, start_lr: float, steps_each: int, unit_mask=None, tries: int = 4,
@@ -285,14 +279,18 @@ class Trainer:
         self.base_lr = lr
         return lr, steps_each * len(tried)
 
-    def final_outputs(self) -> dict:
-        feeds = self._batch()
+    def _evaluate(self, idx: np.ndarray | None = None, unit_mask=None) -> dict:
+        """The eval graph's outputs on rows `idx` (default: the next training batch), no regularizer."""
+        feeds = self._batch(idx)
         u = self.analysis.num_units
         feeds[REG_WEIGHTS] = np.zeros(u, np.float32)
         feeds[REG_STRENGTH] = np.array(0.0, np.float32)
-        feeds[UNIT_MASK] = np.ones(u, np.float32)
+        feeds[UNIT_MASK] = np.ones(u, np.float32) if unit_mask is None else unit_mask.astype(np.float32)
         feeds.update(self.method.eval_inputs())
         return _short(self.session.evaluate(feeds))
+
+    def final_outputs(self) -> dict:
+        return self._evaluate()
 
     def close(self):
         self.session.close()

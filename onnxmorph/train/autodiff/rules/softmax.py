@@ -18,27 +18,28 @@ def _axis_form(ctx, node):
     return [rows, -1], 1
 
 
-@gradient("Softmax")
-def _softmax(ctx, node, dys):
+def _along_axis(ctx, node, dys, grad):
+    """`grad(y, dy, axis)` on the output and its gradient seen with the normalized axis (opset < 13
+    flattens to 2-D first), shaped back like the output."""
     y, dy = node.outputs[0], dys[0]
     view, axis = _axis_form(ctx, node)
-    if view:
-        y2, dy2 = ctx.reshape(y, view), ctx.reshape(dy, view)
-    else:
-        y2, dy2 = y, dy
-    dot = ctx.reduce("ReduceSum", ctx.mul(dy2, y2), [axis])
-    dx = ctx.mul(y2, ctx.op("Sub", [dy2, dot]))
-    return [ctx.reshape(dx, ctx.shape(y)) if view else dx]
+    if not view:
+        return [grad(y, dy, axis)]
+    dx = grad(ctx.reshape(y, view), ctx.reshape(dy, view), axis)
+    return [ctx.reshape(dx, ctx.shape(y))]
+
+
+@gradient("Softmax")
+def _softmax(ctx, node, dys):
+    def grad(y, dy, axis):
+        dot = ctx.reduce("ReduceSum", ctx.mul(dy, y), [axis])
+        return ctx.mul(y, ctx.op("Sub", [dy, dot]))
+    return _along_axis(ctx, node, dys, grad)
 
 
 @gradient("LogSoftmax")
 def _log_softmax(ctx, node, dys):
-    y, dy = node.outputs[0], dys[0]
-    view, axis = _axis_form(ctx, node)
-    if view:
-        y2, dy2 = ctx.reshape(y, view), ctx.reshape(dy, view)
-    else:
-        y2, dy2 = y, dy
-    total = ctx.reduce("ReduceSum", dy2, [axis])
-    dx = ctx.op("Sub", [dy2, ctx.mul(ctx.op("Exp", [y2]), total)])
-    return [ctx.reshape(dx, ctx.shape(y)) if view else dx]
+    def grad(y, dy, axis):
+        total = ctx.reduce("ReduceSum", dy, [axis])
+        return ctx.op("Sub", [dy, ctx.mul(ctx.op("Exp", [y]), total)])
+    return _along_axis(ctx, node, dys, grad)
