@@ -1,9 +1,12 @@
 """Held-out fidelity: how closely a pruned model follows the original on inputs it was not tuned on.
 
 Per output (kinds from `graph.outputs`): top-1 agreement along the class axis for logits and
-probabilities (every position of a [N, T, C] sequence counts), relative error and cosine for dense
-outputs. The headline `agreement` is the worst output's: its top-1 agreement, or its cosine for a
-model without class outputs. With labels, also the accuracy of both models.
+probabilities, relative error and cosine for dense outputs. A class output with positions (a CTC
+recognizer's [N, T, C], a segmentation or face map's [N, C, H, W]) also gets the mean IoU over classes
+of the two argmax maps, pooled over every position: per-position agreement would count a map that is
+99 % background as 99 % right whatever it does to the rest. The headline `agreement` is the worst
+output's: mean IoU for positional class outputs, top-1 agreement for [N, C] ones, cosine for dense
+outputs. With labels, also the accuracy of both models.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ def compare_outputs(reference: dict[str, np.ndarray], candidate: dict[str, np.nd
         if kind.is_class:
             agree = float(np.mean(r.argmax(axis=kind.class_axis) == c.argmax(axis=kind.class_axis)))
             entry["top1_agreement"] = round(agree, 6)
+            if r.ndim > 2:
+                agree = mean_iou(r.argmax(axis=kind.class_axis), c.argmax(axis=kind.class_axis))
+                entry["mean_iou"] = round(agree, 6)
             headline.append(agree)
         rf, cf = r.reshape(len(r), -1), c.reshape(len(c), -1)
         entry["relative_error"] = round(float(np.linalg.norm(cf - rf) / max(np.linalg.norm(rf), 1e-30)), 6)
@@ -61,6 +67,16 @@ def compare_outputs(reference: dict[str, np.ndarray], candidate: dict[str, np.nd
             headline.append(float(cos.mean()))
         per_output[name] = entry
     return {"agreement": round(min(headline), 6) if headline else None, "outputs": per_output}
+
+
+def mean_iou(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Mean over the classes either label map uses of |ref = c and cand = c| / |ref = c or cand = c|."""
+    r, c = reference.ravel().astype(np.int64), candidate.ravel().astype(np.int64)
+    n = int(max(r.max(), c.max())) + 1
+    inter = np.bincount(r[r == c], minlength=n)
+    union = np.bincount(r, minlength=n) + np.bincount(c, minlength=n) - inter
+    used = union > 0
+    return float(np.mean(inter[used] / union[used]))
 
 
 def fidelity(original: onnx.ModelProto, candidate: onnx.ModelProto, inputs: dict[str, np.ndarray], *,

@@ -50,4 +50,25 @@ def test_sequence_agreement_counts_every_position():
     cand[0, :4] = cand[0, :4, ::-1]  # 4 of 30 positions get another argmax (reversed class order)
     flips = np.sum(ref.argmax(2) != cand.argmax(2))
     block = compare_outputs({"y": ref}, {"y": cand})
-    assert flips > 0 and abs(block["agreement"] - (1 - flips / 30)) < 1e-6
+    assert flips > 0 and abs(block["outputs"]["y"]["top1_agreement"] - (1 - flips / 30)) < 1e-6
+    a, b = ref.argmax(2).ravel(), cand.argmax(2).ravel()
+    ious = [np.sum((a == k) & (b == k)) / np.sum((a == k) | (b == k)) for k in range(6) if np.any((a == k) | (b == k))]
+    assert abs(block["agreement"] - np.mean(ious)) < 1e-6 and block["agreement"] < 1 - flips / 30
+
+
+def test_background_dominated_map_is_not_counted_as_agreement():
+    """A 2-class map that is 98 % background: a candidate that misses 3 of the 4 objects agrees at 99 %
+    of the positions, but its mean IoU (background 0.99, object 0.25) says what it lost."""
+    ref = np.zeros((1, 2, 20, 20))
+    ref[:, 0] = 1.0
+    objects = [(2, 3), (10, 10), (15, 4), (6, 16)]
+    for y, x in objects:
+        ref[0, :, y:y + 1, x:x + 2] = [[[0.0, 0.0]], [[1.0, 1.0]]]
+    cand = ref.copy()
+    for y, x in objects[1:]:
+        cand[0, :, y:y + 1, x:x + 2] = [[[1.0, 1.0]], [[0.0, 0.0]]]
+    block = compare_outputs({"map": ref}, {"map": cand})
+    out = block["outputs"]["map"]
+    assert abs(out["top1_agreement"] - (1 - 6 / 400)) < 1e-6
+    assert abs(out["mean_iou"] - ((392 / 398) + 2 / 8) / 2) < 1e-6
+    assert block["agreement"] == out["mean_iou"]
