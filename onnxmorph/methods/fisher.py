@@ -88,10 +88,11 @@ class FisherMethod(TrainedMethod):
              distill_weight=0.5, engine="onnxmorph", device="cpu", **_ignored) -> FitResult:
         from ..methods.decide import RemovalState
         from ..train.graph import weight_initializers
-        from ..train.loop import Trainer, weight_scaled_lr
+        from ..train.loop import Trainer, damage_share, probe_steps, weight_scaled_lr
 
         t0 = time.perf_counter()
-        if lr is None:
+        auto_lr = lr is None
+        if auto_lr:
             lr = weight_scaled_lr(analysis.loaded.model, weight_initializers(analysis.loaded.graph()))
         u = analysis.num_units
         state = RemovalState(analysis, cost_model, metric)
@@ -110,6 +111,10 @@ class FisherMethod(TrainedMethod):
         trainer = Trainer(self, analysis, data=data, labels=labels, seed=seed, batch_size=batch_size,
                           lr=lr, optimizer=optimizer, temperature=temperature, distill_weight=distill_weight,
                           progress=progress, sample_labels=True, engine=engine, device=device)
+        # the probe's steps come out of the budget (before the burn-in's end: nothing is removed yet)
+        probe = trainer.probe_intact(lr, probe_steps(steps), damage_share(fraction))[1] if auto_lr else 0
+        burn_in = max(burn_in, probe)
+        end = max(burn_in + 1, int(SCHEDULE_END * steps))
         delta = None
         order: list[dict] = []
 
@@ -152,7 +157,7 @@ class FisherMethod(TrainedMethod):
 
         try:
             curve = trainer.run(steps, reg_weights=lambda keep: np.zeros(u), strength=0.0, controller=controller,
-                                label="fisher")
+                                label="fisher", start_step=probe)
             params = trainer.session.params()
         finally:
             trainer.close()

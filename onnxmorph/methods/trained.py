@@ -22,6 +22,7 @@ from .base import PruningMethod, register_method
 GATE_PARAM = "onnxmorph_gate_theta"
 GATE_NOISE = "onnxmorph_gate_noise"
 GATE_STRAIGHT = "onnxmorph_gate_hard_minus_soft"
+GATE_SCALE = "onnxmorph_gate_scale"
 REG_INDEX = "onnxmorph_reg_index"
 
 
@@ -95,6 +96,9 @@ class TrainedMethod(PruningMethod):
     def after_step(self, session) -> None:
         """Called after each optimizer step (e.g. to clamp parameters)."""
 
+    def set_lr(self, lr: float, session=None) -> None:
+        """The weights' learning rate is `lr` (parameters of the method's own may want another pace)."""
+
     def freeze(self, session, keep: np.ndarray) -> None:
         """The cost reached the target: hold the 0/1 decision `keep` from now on (only where `holds`:
         |gamma| and group norms are the weights themselves, nothing separate to hold)."""
@@ -118,7 +122,11 @@ class GatesMethod(TrainedMethod):
 
     name = "gates"
     holds = True
-    SCALE = 30.0  # logit = SCALE * theta: gates move ~SCALE x faster than weights under Adam
+    # A gate's logit moves this much per Adam step, whatever the weights' rate: logit = scale * theta
+    # with scale = GATE_STEP / lr (on the demo, lr 9.6e-3, that is the scale of 30 it was tuned with).
+    # With one fixed scale a model whose weights get a 5x smaller rate had gates that did not move
+    # in 150 steps (resnet_bn).
+    GATE_STEP = 0.29
     LOGIT_RANGE = (-3.0, 6.0)  # keeps closed gates able to reopen (sigmoid' stays non-zero)
 
     # `gate_temperature`, not `temperature`: that name is the distillation temperature of the loop
@@ -127,14 +135,21 @@ class GatesMethod(TrainedMethod):
         super().__init__(**options)
         self.tau, self.init_logit, self.straight = gate_temperature, init_logit, straight_through
         self.units = 0
+        self.scale = 30.0
         self.frozen = None  # theta held once the cost reached the target
+
+    def set_lr(self, lr, session=None):
+        scale = self.GATE_STEP / lr
+        if session is not None:  # the same logits under the new scale
+            session.load_params({GATE_PARAM: (session.param(GATE_PARAM) * (self.scale / scale)).astype(np.float32)})
+        self.scale = scale
 
     def gate_values(self, analysis, b):
         u = self.units = analysis.num_units
         self.frozen = None
-        self.theta = gs.Constant(GATE_PARAM, np.full(u, self.init_logit / self.SCALE, np.float32))
+        self.theta = gs.Constant(GATE_PARAM, np.full(u, self.init_logit / self.scale, np.float32))
         noise = b.input(GATE_NOISE, [u])
-        self.logits = b.op("Mul", [self.theta, b.const(self.SCALE)])
+        self.logits = b.op("Mul", [self.theta, b.input(GATE_SCALE, [1])])
         soft = b.op("Sigmoid", [b.op("Div", [b.op("Add", [self.logits, noise]), b.const(self.tau)])])
         return b.op("Add", [soft, b.input(GATE_STRAIGHT, [u])])  # forward: hard 0/1 with straight-through
 
@@ -151,14 +166,18 @@ class GatesMethod(TrainedMethod):
         if self.straight and "logits" in last:
             soft = 1.0 / (1.0 + np.exp(-(last["logits"] + noise) / self.tau))
             hms = ((soft > 0.5).astype(np.float64) - soft).astype(np.float32)
-        return {GATE_NOISE: noise.astype(np.float32), GATE_STRAIGHT: hms}
+        return {GATE_NOISE: noise.astype(np.float32), GATE_STRAIGHT: hms, GATE_SCALE: self._scale()}
 
     def eval_inputs(self):
-        return {GATE_NOISE: np.zeros(self.units, np.float32), GATE_STRAIGHT: np.zeros(self.units, np.float32)}
+        return {GATE_NOISE: np.zeros(self.units, np.float32), GATE_STRAIGHT: np.zeros(self.units, np.float32),
+                GATE_SCALE: self._scale()}
+
+    def _scale(self):
+        return np.array([self.scale], np.float32)
 
     def after_step(self, session) -> None:
         theta = session.param(GATE_PARAM)
-        lo, hi = (v / self.SCALE for v in self.LOGIT_RANGE)
+        lo, hi = (v / self.scale for v in self.LOGIT_RANGE)
         held = np.clip(theta, lo, hi) if self.frozen is None else self.frozen
         if not np.array_equal(held, theta):
             session.load_params({GATE_PARAM: held})
@@ -167,7 +186,7 @@ class GatesMethod(TrainedMethod):
         # Adam's momentum would carry closing gates on well past the budget, and the task gradient
         # is too weak to reopen them: fix the gates at `keep` (noise off, so they are exactly 0/1),
         # the weights train on under the mask the cut will apply
-        lo, hi = (v / self.SCALE for v in self.LOGIT_RANGE)
+        lo, hi = (v / self.scale for v in self.LOGIT_RANGE)
         self.frozen = np.where(keep, hi, lo).astype(np.float32)
         session.load_params({GATE_PARAM: self.frozen})
 

@@ -58,12 +58,15 @@ def test_fisher_paces_by_cost_when_it_removes_cheap_channels():
     assert len(fit.extra["pruning_order"]) > 60  # more channels than there were steps
 
 
-def test_gates_stop_at_the_target(setup):
+@pytest.mark.parametrize("lr", [3e-3, 3e-4])
+def test_gates_stop_at_the_target(setup, lr):
+    """At a 10x smaller weight rate too: the gates' logits move a fixed amount per step (with one fixed
+    logit scale, 3e-4 moved them 0.009 a step, and from their start at 4 none closed in 150 steps)."""
     analysis, data = setup
     target = 0.2
     method = get_method("gates")
     fit = method.fit(analysis, CostModel(analysis), data=data, fraction=target, steps=150, batch_size=32,
-                     lr=3e-3, seed=0)
+                     lr=lr, seed=0)
     end = _end_cost(method, analysis, fit, method.frozen > 0)
     assert abs(end / target - 1) <= 0.10, end
     held = fit.extra["training"]["held_from_step"]
@@ -71,3 +74,36 @@ def test_gates_stop_at_the_target(setup):
     # once held, the cost stays where it is: no drift below the target in the remaining steps
     after = [c["cost_fraction"] for c in fit.curve if c["step"] > held]
     assert after and max(after) - min(after) < 1e-6
+
+
+def test_the_probe_backs_off_a_rate_that_damages_the_intact_model(setup):
+    """Before any cut the intact model is the distillation optimum: the probe keeps the first rate whose
+    steps leave the held-out loss within the allowed share of the way to the collapsed model's (10 % for
+    a target of 0.7; anything short of collapse at 1/8), and restores the weights after every try."""
+    from onnxmorph.train.loop import Trainer, damage_share
+
+    assert damage_share(0.7) == pytest.approx(0.05 / 0.49) and damage_share(0.125) == 1.0
+
+    analysis, data = setup
+    u = analysis.num_units
+    for start, backs_off in ((3.0, True), (1e-5, False)):
+        method = get_method("gates")
+        trainer = Trainer(method, analysis, data=data, batch_size=16, lr=start, seed=0)
+        try:
+            before = trainer.validation_loss()
+            collapsed = trainer.validation_loss(np.zeros(u, np.float32))
+            lr, spent = trainer.probe_intact(start, 4, damage_share(0.7))
+            assert trainer.validation_loss() == pytest.approx(before, abs=1e-6)  # weights restored
+            assert method.scale == pytest.approx(method.GATE_STEP / lr)
+            if backs_off:
+                assert lr < start and spent >= 8 and any("learning rate" in n for n in trainer.notes)
+                # the chosen rate, run as the probe ran it, stays within the bound
+                u1 = np.ones(u, np.float32)
+                for k in range(4):
+                    trainer.session.set_lr(lr * (k + 1) / 4)
+                    trainer._step(np.zeros(u, np.float32), 0.0, u1, None)
+                assert trainer.validation_loss() <= before + damage_share(0.7) * (collapsed - before) + 1e-6
+            else:
+                assert (lr, spent) == (start, 4)
+        finally:
+            trainer.close()
