@@ -112,7 +112,8 @@ class FisherMethod(TrainedMethod):
                           lr=lr, optimizer=optimizer, temperature=temperature, distill_weight=distill_weight,
                           progress=progress, sample_labels=True, engine=engine, device=device)
         # the probe's steps come out of the budget (before the burn-in's end: nothing is removed yet)
-        probe = trainer.probe_intact(lr, probe_steps(steps), damage_share(fraction))[1] if auto_lr else 0
+        share = damage_share(fraction)
+        probe = trainer.probe_intact(lr, probe_steps(steps), share)[1] if auto_lr and share < 1 else 0
         burn_in = max(burn_in, probe)
         end = max(burn_in + 1, int(SCHEDULE_END * steps))
         delta = None

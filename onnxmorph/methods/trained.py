@@ -126,7 +126,7 @@ class GatesMethod(TrainedMethod):
     # with scale = GATE_STEP / lr (on the demo, lr 9.6e-3, that is the scale of 30 it was tuned with).
     # With one fixed scale a model whose weights get a 5x smaller rate had gates that did not move
     # in 150 steps (resnet_bn).
-    GATE_STEP = 0.29
+    GATE_STEP = 0.2877
     LOGIT_RANGE = (-3.0, 6.0)  # keeps closed gates able to reopen (sigmoid' stays non-zero)
 
     # `gate_temperature`, not `temperature`: that name is the distillation temperature of the loop

@@ -107,3 +107,21 @@ def test_the_probe_backs_off_a_rate_that_damages_the_intact_model(setup):
                 assert (lr, spent) == (start, 4)
         finally:
             trainer.close()
+
+
+def test_a_small_calibration_set_still_keeps_rows_out(setup):
+    """Fewer rows than four batches (115 calibration rows at batch 32 on ppocr-cls): a tenth is still kept
+    out, so the probe and the rollback guard have something to judge on."""
+    from onnxmorph.train.loop import Trainer
+
+    analysis, data = setup
+    small = {k: v[:60] for k, v in data.items()}
+    trainer = Trainer(get_method("gates"), analysis, data=small,
+                      batch_size=32, lr=1e-3, seed=0)
+    try:
+        assert len(trainer.val_rows) == 6 and len(set(trainer.val_rows) & set(trainer.train_rows)) == 0
+        assert len(trainer.train_rows) == 54
+        _, spent = trainer.choose_lr(1e-3, 2)
+        assert spent >= 2 and trainer.validation_loss() is not None
+    finally:
+        trainer.close()
