@@ -19,7 +19,8 @@ _CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:
 padding:0 1em}h1{font-size:1.45em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:1.8em;border-bottom:1px solid #ddd;
 padding-bottom:.2em}table{border-collapse:collapse;font-size:.9em;margin:.6em 0}td,th{border-bottom:1px solid #e4e4e4;
 padding:.25em .7em;text-align:right;vertical-align:top}td:first-child,th:first-child{text-align:left}
-table.groups td:nth-child(2),table.groups th:nth-child(2),table.frozen td,table.frozen th{text-align:left}.note{color:#555;font-size:.9em}.ok{color:#1a7f37;font-weight:600}.bad{color:#b00;font-weight:600}
+table.groups td:nth-child(2),table.groups th:nth-child(2),table.frozen td,table.frozen th{text-align:left}
+.note{color:#555;font-size:.9em}.ok{color:#1a7f37;font-weight:600}.bad{color:#b00;font-weight:600}
 .plots{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}figure{margin:.5em 0}svg{max-width:100%;height:auto}
 code{background:#f3f3f3;padding:0 .25em;border-radius:3px}summary{cursor:pointer;color:#1f5fa8}"""
 
@@ -31,8 +32,9 @@ def is_html_path(path: str | os.PathLike) -> bool:
 def render_html(report: dict) -> str:
     """The HTML page for a prune's report dict (the `--report x.json` content)."""
     plots.require_matplotlib()
-    if not isinstance(report, dict) or not all(isinstance(report.get(k), dict) for k in ("original", "pruned", "verify")) \
-            or not isinstance(report.get("groups"), list) or "macs" not in report["original"]:
+    if not isinstance(report, dict) or not isinstance(report.get("groups"), list) \
+            or not all(isinstance(report.get(k), dict) for k in ("original", "pruned", "verify")) \
+            or "macs" not in report["original"]:
         raise OnnxMorphError("not an onnxmorph prune report: it needs 'original' and 'pruned' costs, 'groups' and "
                              "'verify'")
     model = os.path.basename(str(report.get("model", "model")))
@@ -207,6 +209,8 @@ def _budget(r: dict) -> str:
     b = r.get("budget")
     if not b:
         return ""
+    if not b.get("steps"):
+        return _section("budget", "Optimizer steps", "<p>None: a one-shot prune without --data.</p>")
     rows = [[_e(k), _e(b[k])] for k in ("steps", "training", "recovery", "probe") if k in b]
     rows += [[_e(k), _e(v)] for k, v in b.items() if k not in ("steps", "training", "recovery", "probe")]
     return _section("budget", "Optimizer steps", _table(["", "steps"], rows))
@@ -216,11 +220,11 @@ def _frozen(r: dict) -> str:
     frozen = r.get("frozen") or []
     if not frozen:
         return _section("frozen", "Frozen groups", "<p>None: every channel group was prunable.</p>")
-    rows = [[_e(g["name"]), str(g.get("channels", "?")), _e(g.get('reason', ''))]
-            for g in frozen]
+    rows = [[_e(g["name"]), str(g.get("channels", "?")), _e(g.get("reason", ""))] for g in frozen]
     return _section("frozen", "Frozen groups",
-                    f"<p>{len(frozen)} groups ({_int(sum(g.get('channels', 0) for g in frozen))} channels) were "
-                    f"kept whole, with the reason.</p>" + _table(["group", "channels", "reason"], rows, cls="frozen"))
+                    f"<p>{len(frozen)} group{'s' if len(frozen) != 1 else ''} "
+                    f"({_int(sum(g.get('channels', 0) for g in frozen))} channels) kept whole, each "
+                    f"with its reason.</p>" + _table(["group", "channels", "reason"], rows, cls="frozen"))
 
 
 def _verify(r: dict) -> str:

@@ -55,11 +55,12 @@ def cost_chart(rows: list[tuple[str, str, float, float]], target: tuple[str, flo
             share = 100 * after / before
             bar = ax.barh([yk], [share], color=KEPT, height=0.6)[0]
             bar.set_gid(f"cost-{key}")
-            ax.text(min(share, 100) + 1.5, yk, f"{share:.1f} %", va="center", fontsize=8)
+            ax.text(max(share, 100) + 2, yk, f"{share:.1f} %", va="center", fontsize=8)
             if target is not None and target[0] == key:
                 ax.plot([100 * target[1]] * 2, [yk - 0.4, yk + 0.4], color="#222", ls="--", lw=1.2)
         ax.set_yticks(y, [r[1] for r in rows])
-        ax.set_xlim(0, 118)
+        ax.set_xlim(0, max(100, *(100 * r[3] / r[2] for r in rows)) + 20)
+        ax.set_xticks(range(0, 101, 20))
         ax.set_xlabel("pruned, % of the original (grey: the original; dashed: the target)")
 
     return _render(draw, 6.4, 0.45 * len(rows) + 0.9)
@@ -118,9 +119,19 @@ def curve_chart(curve: list[dict], achieved: float | None) -> str:
     xs = [start[e.get("phase", "training")] + e["step"] for e in curve]
 
     def series(key, *, skip_phase=None):
-        pts = [(x, e[key]) for x, e in zip(xs, curve) if e.get(key) is not None and e.get("phase") != skip_phase
-               and math.isfinite(e[key])]
-        return [p[0] for p in pts], [p[1] for p in pts]
+        """The points of `key`, with a NaN between phases: matplotlib breaks the line there."""
+        x_out, y_out, last = [], [], None
+        for x, e in zip(xs, curve):
+            phase = e.get("phase", "training")
+            if e.get(key) is None or phase == skip_phase or not math.isfinite(e[key]):
+                continue
+            if last is not None and phase != last:
+                x_out.append(math.nan)
+                y_out.append(math.nan)
+            x_out.append(x)
+            y_out.append(e[key])
+            last = phase
+        return x_out, y_out
 
     def draw(fig):
         top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
@@ -130,7 +141,8 @@ def curve_chart(curve: list[dict], achieved: float | None) -> str:
         if hx:
             top.plot(hx, hy, color=HELD_OUT, marker="s", ms=4, ls=":", label="held-out loss")[0] \
                 .set_gid("curve-held_out_loss")
-        if y and min(y + hy) > 0 and max(y + hy) / min(y + hy) > 20:
+        finite = [v for v in y + hy if math.isfinite(v)]
+        if finite and min(finite) > 0 and max(finite) / min(finite) > 20:
             top.set_yscale("log")
         top.set_ylabel("loss")
         top.legend(fontsize=8, frameon=False)

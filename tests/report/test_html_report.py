@@ -214,3 +214,24 @@ def test_html_report_without_matplotlib_is_one_line_before_pruning(tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "pip install 'onnxmorph[plot]'" in proc.stderr
     assert not (tmp_path / "demo_cnn.pruned.onnx").exists() and not (tmp_path / "x.html").exists()
+
+
+def test_measured_latency_rounds_are_shown(magnitude):
+    """A `--measure` report's block (the chosen round in the cost table, every round below it),
+    rendered in-process: timing a model here would cost more than this test is worth."""
+    from onnxmorph.report.html import render_html
+
+    report = json.loads(json.dumps(magnitude[0]))
+    rounds = [{"fraction": 0.5, "predicted_ratio": 0.52, "measured_ratio": 0.61, "original_ms": 1.25,
+               "pruned_ms": 0.7625, "ratio_rel_se": 0.02, "pairs": 9, "margin": 0.0, "met_below": 0.48, "met": False},
+              {"fraction": 0.41, "predicted_ratio": 0.43, "measured_ratio": 0.47, "original_ms": 1.25,
+               "pruned_ms": 0.5875, "ratio_rel_se": 0.02, "pairs": 9, "margin": 0.05, "met_below": 0.48,
+               "met": True}]
+    report["measured"] = {"rounds": rounds, "chosen": 1, "met": True, "z": 1.645, "clock": "thread CPU time",
+                          "threads": 1}
+    dom = Tree(render_html(report))
+    rows = [n.all_text().split() for n in dom.by_id("cost").iter() if n.tag == "tr"]
+    measured = [r for r in rows if r[:2] == ["measured", "latency"]]
+    assert len(measured) == 1 and measured[0][-3:] == ["1.25", "0.5875", "0.470"]
+    assert [r[3] for r in rows if r and r[0] in ("1", "2")] == ["0.61", "0.47"]  # the rounds' measured ratios
+    assert "the target is met" in dom.by_id("cost").all_text()
