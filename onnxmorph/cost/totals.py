@@ -139,7 +139,8 @@ class CostModel:
         i, o = self.alive(keep_units)
         ops = [c.op for c in self.nodes]
         kinds = sorted(set(ops))
-        index = np.array([kinds.index(op) for op in ops], dtype=np.int64)
+        position = {op: k for k, op in enumerate(kinds)}
+        index = np.array([position[op] for op in ops], dtype=np.int64)
         out = {op: {"nodes": int(n)} for op, n in zip(kinds, np.bincount(index, minlength=len(kinds)))}
         for m in self.metrics:
             sums = np.bincount(index, weights=self.per_node(m, i, o), minlength=len(kinds))

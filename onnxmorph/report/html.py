@@ -170,8 +170,14 @@ def _ops(r: dict) -> str:
         if has_latency:
             cells += [_g(o.get("latency_ms")), _g(p.get("latency_ms"))]
         body.append(cells)
+    note = ""
+    if has_latency and r["original"].get("latency_ms") is not None:
+        fixed = r["original"]["latency_ms"] - sum(row["original"].get("latency_ms") or 0.0 for row in rows)
+        if fixed > 1e-6:
+            note = (f"<p class='note'>The predicted latency per op leaves out the profile's fixed cost of a run "
+                    f"({fixed:.4g} ms), which no op carries.</p>")
     return _section("ops", "Cost by op kind", "<div class='plots'>" + "".join(f"<figure>{c}</figure>" for c in charts)
-                    + "</div>" + _table(head, body, cls="ops"))
+                    + "</div>" + _table(head, body, cls="ops") + note)
 
 
 def _training(r: dict) -> str:

@@ -146,6 +146,12 @@ def check_page(report: dict, dom: Tree, pixels: np.ndarray, source: str, section
     assert f"{report['pruned']['macs'] / report['original']['macs']:.3f}" in cost
     ops = {r["op"] for r in report["cost_by_op"] if r["original"]["macs"]}
     assert ops and set(dom.ids(r"op-macs-.*-pruned")) == {f"op-macs-{op}-pruned" for op in ops}
+    for side in ("original", "pruned"):  # the JSON's cost_by_op adds up to the totals, and the page shows it
+        for key in ("macs", "bytes"):
+            assert sum(r[side][key] for r in report["cost_by_op"]) == pytest.approx(report[side][key], abs=len(ops))
+    op_rows = {r.children[0].all_text().strip(): r.all_text() for r in dom.by_id("ops").iter() if r.tag == "tr"}
+    for r in report["cost_by_op"]:
+        assert f"{r['original']['bytes']:,}" in op_rows[r["op"]] and f"{r['pruned']['macs']:,}" in op_rows[r["op"]]
     verify = dom.by_id("verify").all_text()
     assert f"{report['verify']['max_abs_diff']:.3g}" in verify and "passed" in verify
     frozen = dom.by_id("frozen").all_text()
