@@ -20,6 +20,7 @@ padding:0 1em}h1{font-size:1.45em;margin-bottom:.2em}h2{font-size:1.15em;margin-
 padding-bottom:.2em}table{border-collapse:collapse;font-size:.9em;margin:.6em 0}td,th{border-bottom:1px solid #e4e4e4;
 padding:.25em .7em;text-align:right;vertical-align:top}td:first-child,th:first-child{text-align:left}
 table.groups td:nth-child(2),table.groups th:nth-child(2),table.frozen td,table.frozen th{text-align:left}
+table.groups td:nth-child(2),table.frozen td:first-child{overflow-wrap:anywhere}
 .note{color:#555;font-size:.9em}.ok{color:#1a7f37;font-weight:600}.bad{color:#b00;font-weight:600}
 .plots{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}figure{margin:.5em 0}svg{max-width:100%;height:auto}
 code{background:#f3f3f3;padding:0 .25em;border-radius:3px}summary{cursor:pointer;color:#1f5fa8}"""
@@ -51,6 +52,11 @@ def render_html(report: dict) -> str:
 
 def _e(v) -> str:
     return html.escape(str(v))
+
+
+def _name(name: str) -> str:
+    """A group name (node names joined by '+'), free to wrap after each '+'."""
+    return _e(name).replace("+", "+<wbr>")
 
 
 def _int(v) -> str:
@@ -138,7 +144,7 @@ def _groups(r: dict) -> str:
         return _section("groups", "Channels kept per group", "<p>No prunable groups.</p>")
     kept = sum(g.get("kept", len(g.get("kept_indices", []))) for g in groups)
     total = sum(g["channels"] for g in groups)
-    rows = [[str(k), _e(g['name']), str(g["channels"]),
+    rows = [[str(k), _name(g["name"]), str(g["channels"]),
              str(g.get("kept", len(g.get("kept_indices", [])))),
              _pct(g.get("kept_ratio", g.get("kept", 0) / max(1, g["channels"])))] for k, g in enumerate(groups)]
     table = _table(["#", "group", "channels", "kept", "kept share"], rows, cls="groups")
@@ -226,7 +232,7 @@ def _frozen(r: dict) -> str:
     frozen = r.get("frozen") or []
     if not frozen:
         return _section("frozen", "Frozen groups", "<p>None: every channel group was prunable.</p>")
-    rows = [[_e(g["name"]), str(g.get("channels", "?")), _e(g.get("reason", ""))] for g in frozen]
+    rows = [[_name(g["name"]), str(g.get("channels", "?")), _e(g.get("reason", ""))] for g in frozen]
     return _section("frozen", "Frozen groups",
                     f"<p>{len(frozen)} group{'s' if len(frozen) != 1 else ''} "
                     f"({_int(sum(g.get('channels', 0) for g in frozen))} channels) kept whole, each "

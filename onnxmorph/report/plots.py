@@ -72,19 +72,28 @@ def groups_chart(groups: list[dict]) -> str:
 
     def draw(fig):
         ax = fig.add_subplot()
-        for k, g in enumerate(groups):
-            kept = g.get("kept", len(g.get("kept_indices", [])))
-            ax.bar([k], [kept], color=KEPT, width=0.8)[0].set_gid(f"kept-{k}")
-            ax.bar([k], [g["channels"] - kept], bottom=[kept], color=REMOVED, width=0.8)[0].set_gid(f"removed-{k}")
+        kept = [g.get("kept", len(g.get("kept_indices", []))) for g in groups]
+        removed = [g["channels"] - k for g, k in zip(groups, kept)]
+        for name, bars in (("kept", ax.bar(range(n), kept, color=KEPT, width=0.8)),
+                           ("removed", ax.bar(range(n), removed, bottom=kept, color=REMOVED, width=0.8))):
+            for k, bar in enumerate(bars):
+                bar.set_gid(f"{name}-{k}")
         ax.set_xlim(-0.7, n - 0.3)
         if n <= 40:
             ax.set_xticks(range(n), [str(k) for k in range(n)], fontsize=7)
         ax.set_xlabel("group, in graph order (numbers as in the table below)")
         ax.set_ylabel("channels")
-        ax.legend(handles=[_patch(KEPT, "kept"), _patch(REMOVED, "removed")], fontsize=8, loc="upper left",
-                  frameon=False)
+        # the kept share on its own axis: a small group cut hard is a bottleneck that bars hide
+        share = ax.twinx()
+        share.spines["right"].set_visible(True)
+        share.plot(range(n), [100 * k / max(1, g["channels"]) for k, g in zip(kept, groups)], ls="none", marker="D",
+                   ms=3.5, color="#222", label="kept share (right axis)")[0].set_gid("kept-share")
+        share.set_ylim(0, 105)
+        share.set_ylabel("kept share, %")
+        ax.legend(handles=[_patch(KEPT, "kept"), _patch(REMOVED, "removed"), *share.get_legend_handles_labels()[0]],
+                  fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3, frameon=False)
 
-    return _render(draw, min(14.0, max(6.4, 0.22 * n + 1.5)), 3.2)
+    return _render(draw, min(14.0, max(6.4, 0.22 * n + 1.5)), 3.6)
 
 
 def ops_chart(rows: list[dict], key: str, label: str, scale: float) -> str:

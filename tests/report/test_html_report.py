@@ -138,6 +138,7 @@ def check_page(report: dict, dom: Tree, pixels: np.ndarray, source: str, section
     # self-contained: nothing to fetch, nothing to run
     assert not re.search(r"<script|<link|<img|<iframe|\ssrc=|@import|url\(['\"]?http", source, re.I)
     assert len(dom.ids(r"kept-\d+")) == len(report["groups"]) == len(dom.ids(r"removed-\d+"))
+    assert len([n for n in dom.by_id("kept-share").iter() if n.tag == "use"]) == len(report["groups"])
     rows = [n for n in dom.by_id("groups").iter() if n.tag == "tr"][1:]
     assert [int(r.children[3].all_text()) for r in rows] == [g["kept"] for g in report["groups"]]
     cost = dom.by_id("cost").all_text()
