@@ -212,7 +212,8 @@ def prune(
 
 @app.command("report")
 def report_page(
-    source: Path = typer.Argument(..., help="A JSON report (written by `prune --report PATH.json`)."),
+    source: Path = typer.Argument(..., metavar="REPORT.json",
+                                  help="A JSON report (written by `prune --report PATH.json`)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="The HTML page to write "
                                           "(default: <stem>.html here)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
