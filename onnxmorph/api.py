@@ -54,7 +54,11 @@ class PruneResult:
         write_model_atomic(self.masked, path)
 
     def save_report(self, path: str | os.PathLike) -> None:
-        write_text_atomic(json.dumps(self.report, indent=2), path)
+        """The report as JSON, or as the human HTML page when `path` ends in .html."""
+        from .report.html import is_html_path, render_html
+
+        text = render_html(self.report) if is_html_path(path) else json.dumps(self.report, indent=2)
+        write_text_atomic(text, path)
 
 
 def write_model_atomic(model: onnx.ModelProto, path: str | os.PathLike) -> None:
@@ -577,6 +581,20 @@ def _latency(cost_model, keep) -> dict:
     return {"latency_ms": round(cost_model.latency_ms(keep), 6)} if cost_model.profile is not None else {}
 
 
+def cost_by_op(cost_model, keep) -> list[dict]:
+    """The report's cost per op kind, original and pruned, the op kinds with most MACs first."""
+    def block(totals: dict) -> dict:
+        out = {m: int(round(totals[m])) for m in ("macs", "params", "bytes")}
+        if "latency" in totals:
+            out["latency_ms"] = round(1e3 * totals["latency"], 6)
+        return out
+
+    before, after = cost_model.by_op(), cost_model.by_op(keep)
+    rows = [{"op": op, "nodes": b["nodes"], "original": block(b), "pruned": block(after[op])}
+            for op, b in before.items()]
+    return sorted(rows, key=lambda r: (-r["original"]["macs"], -r["original"]["bytes"], r["op"]))
+
+
 def build_report(analysis, cost_model, selection, method, target, metric, fraction, verify_result, pruned,
                  timings, notes, round_to, seed) -> dict:
     keep = selection.keep_units
@@ -605,6 +623,7 @@ def build_report(analysis, cost_model, selection, method, target, metric, fracti
         "groups": groups,
         "frozen": [{"name": g.name, "channels": g.channels, "reason": g.frozen_reason}
                    for g in analysis.frozen_groups],
+        "cost_by_op": cost_by_op(cost_model, keep),
         "verify": verify_result.as_dict(),
         "timings": dict(timings, total=round(sum(timings.values()), 4)),
         "notes": notes,

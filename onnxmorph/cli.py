@@ -14,9 +14,12 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import OnnxMorphError, UsageError
+from .report.html import is_html_path
+from .report.plots import require_matplotlib
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Exact channel pruning of ONNX models with hardware-aware costs.")
@@ -36,7 +39,7 @@ EMBEDDING_HELP = ("Also prune the embedding width (the residual stream through e
 
 
 def fail(exc: OnnxMorphError) -> None:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)  # a '[x]' is text
     raise typer.Exit(exc.exit_code)
 
 
@@ -151,7 +154,8 @@ def prune(
     input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", help="NAME=1x3x224x224 for symbolic dims."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same output)."),
     save_masked: Optional[Path] = typer.Option(None, "--save-masked", help="Also write the masked model."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Write a JSON report."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write the report: JSON, or a self-contained "
+                                          "HTML page with plots when PATH ends in .html."),
     best_effort: bool = typer.Option(False, "--best-effort", help="If the target is unreachable, write the best legal model."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
     attention: str = typer.Option("heads", "--attention", help=ATTENTION_HELP),
@@ -170,6 +174,8 @@ def prune(
         for path, what in ((output, "-o"), (save_masked, "--save-masked"), (report, "--report")):
             if path is not None and _same_file(path, model):
                 raise UsageError(f"{what} {path} is the input model; onnxmorph never overwrites its input")
+        if report is not None and is_html_path(report):
+            require_matplotlib()  # now, not after the prune
         options = {k: v for k, v in (
             ("steps", steps), ("batch_size", batch_size), ("lr", lr), ("strength", strength),
             ("temperature", temperature), ("optimizer", optimizer), ("checkpoint_every", checkpoint_every),
@@ -202,6 +208,53 @@ def prune(
         fail(exc)
     if not quiet:
         _print_summary(result.report, output)
+
+
+@app.command("report")
+def report_page(
+    source: Path = typer.Argument(..., metavar="REPORT.json",
+                                  help="A JSON report (written by `prune --report PATH.json`)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="The HTML page to write "
+                                          "(default: <stem>.html here)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+):
+    """Render a JSON prune report as one self-contained HTML page (inline plots; opens offline)."""
+    from .api import write_text_atomic
+    from .report.html import render_html
+
+    try:
+        output = output or Path.cwd() / f"{source.stem}.html"
+        if not is_html_path(output):
+            raise UsageError(f"-o {output}: the report page is HTML; give a path ending in .html")
+        if _same_file(output, source):
+            raise UsageError(f"-o {output} is the input report; onnxmorph never overwrites its input")
+        if not output.parent.is_dir():
+            raise UsageError(f"-o {output}: folder {output.parent} does not exist")
+        require_matplotlib()
+        report = _read_report(source)
+        try:
+            page = render_html(report)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise OnnxMorphError(f"{source}: not an onnxmorph prune report ({type(exc).__name__}: {exc})") from None
+        write_text_atomic(page, output)
+    except OnnxMorphError as exc:
+        fail(exc)
+    if not quiet:
+        out.print(f"wrote {output}")
+
+
+def _read_report(path: Path) -> dict:
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OnnxMorphError(f"{path}: no such file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise OnnxMorphError(f"{path}: not a JSON report ({exc})") from None
+    except OSError as exc:
+        raise OnnxMorphError(f"{path}: cannot read it ({exc.strerror})") from None
+    if not isinstance(report, dict):
+        raise OnnxMorphError(f"{path}: not an onnxmorph prune report (a JSON {type(report).__name__})")
+    return report
 
 
 @app.command()

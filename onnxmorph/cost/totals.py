@@ -133,6 +133,21 @@ class CostModel:
         i, o = self.alive(keep_units)
         return {m: int(round(self.per_node(m, i, o).sum())) for m in METRICS}
 
+    def by_op(self, keep_units: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+        """Totals per op kind ({op: {"nodes": n, metric: total}}) over `self.metrics`; latency in
+        seconds, without the profile's fixed per-run cost (no op's)."""
+        i, o = self.alive(keep_units)
+        ops = [c.op for c in self.nodes]
+        kinds = sorted(set(ops))
+        position = {op: k for k, op in enumerate(kinds)}
+        index = np.array([position[op] for op in ops], dtype=np.int64)
+        out = {op: {"nodes": int(n)} for op, n in zip(kinds, np.bincount(index, minlength=len(kinds)))}
+        for m in self.metrics:
+            sums = np.bincount(index, weights=self.per_node(m, i, o), minlength=len(kinds))
+            for op, v in zip(kinds, sums):
+                out[op][m] = float(v)
+        return out
+
     def latency_ms(self, keep_units: np.ndarray | None = None) -> float:
         """Predicted latency in milliseconds under the profile (needs one)."""
         return 1e3 * self.total("latency", keep_units)
