@@ -1,7 +1,9 @@
 """`onnxmorph` command line: a thin layer over the Python API.
 
 Exit codes: 0 success, 1 failed prune (bad model/data, unreachable target,
-verification failure), 2 bad usage. Errors are one line on stderr, never a traceback.
+verification failure, out of memory, disk full), 2 bad usage (unwritable output
+locations included), 128 + N on signal N (130 SIGINT, 143 SIGTERM). Errors are
+one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -500,9 +502,7 @@ def profiles_calibrate(
             raise UsageError(f"--clock '{clock}': choose cpu or wall")
         if clock == "cpu" and threads != 1:
             raise UsageError("--clock cpu measures one thread; use --clock wall with --threads > 1")
-        output = output or Path.cwd() / f"{name}.json"
-        if output.parent and not output.parent.exists():
-            raise UsageError(f"-o {output}: folder {output.parent} does not exist")
+        output = check_file("-o", output or Path.cwd() / f"{name}.json")  # before minutes of measuring
         if wait_quiet < 0:
             raise UsageError(f"--wait-quiet must be >= 0, got {wait_quiet}")
         if quiet:

@@ -33,6 +33,7 @@ CLI = [sys.executable, "-m", "onnxmorph.cli"]
 # onnxruntime (1.32) keeps a session id in $TMPDIR/.ses on import; it is the runtime's, not ours
 RUNTIME_FILES = {".ses"}
 PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
+TIMEOUT = 120  # seconds per case; each takes 1-7 s on a loaded 2-core machine
 
 
 # --- models and data --------------------------------------------------------------------------------
@@ -411,8 +412,11 @@ def run_case(case: Case, root: Path) -> Run:
     before_in, before_out = snapshot(ins), snapshot(out)
     args = [a.replace("{in}", str(ins)) for a in case.args]
     t0 = time.perf_counter()
-    proc = subprocess.run(CLI + args, cwd=out, env=env_for(tmp), capture_output=True, text=True, timeout=300,
-                          preexec_fn=_preexec(case.limit))
+    try:
+        proc = subprocess.run(CLI + args, cwd=out, env=env_for(tmp), capture_output=True, text=True, timeout=TIMEOUT,
+                              preexec_fn=_preexec(case.limit))
+    except subprocess.TimeoutExpired as exc:  # fails this case alone, not the whole module
+        proc = subprocess.CompletedProcess(exc.cmd, None, "", f"timed out after {TIMEOUT} s")
     return Run(proc, before_in, snapshot(ins), before_out, snapshot(out),
                sorted(p.name for p in tmp.iterdir() if p.name not in RUNTIME_FILES), time.perf_counter() - t0)
 
