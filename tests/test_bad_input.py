@@ -344,14 +344,17 @@ CASES = [
 
 # --- running them -----------------------------------------------------------------------------------
 
+# loaded here, not in the forked child: a preexec_fn only makes plain system calls
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
 def _drop_dac() -> None:
     """Make root subject to file permissions in the child: drop CAP_DAC_OVERRIDE (and the read /
     search override) from the bounding set, which the exec'd interpreter's capabilities come from.
     A non-root user has neither; without CAP_SETPCAP fall back to running as `nobody`."""
     if os.geteuid() != 0:
         return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if all(libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0 for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH)):
+    if all(_LIBC.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0 for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH)):
         return
     os.setgid(65534)
     os.setuid(65534)
@@ -364,8 +367,7 @@ def _preexec(limit: str | None) -> Callable[[], None] | None:
         return _drop_dac
     size = int(limit.split(":")[1])
 
-    def fsize() -> None:  # writes past `size` fail with EFBIG instead of killing the process
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    def fsize() -> None:  # writes past `size` fail with EFBIG (Python ignores SIGXFSZ, which would kill it)
         resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
 
     return fsize
