@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -19,6 +18,7 @@ from . import __version__
 from . import measure as measuring
 from .analysis import Analysis, analyze
 from .analysis.options import AnalysisOptions
+from .boundary import STAGE, boundary
 from .cost import CostModel, parse_target
 from .data import check_inputs, load_arrays, split_holdout
 from .emit import emit_pruned
@@ -28,6 +28,7 @@ from .gates import build_masked
 from .graph import load_model
 from .methods import get_method, select_units
 from .methods.decide import select_uniform
+from .outputs import write_all
 from .train.engine import apply_params
 from .train.loop import recover
 from .train.reconstruct import reconstruct_cut
@@ -55,10 +56,23 @@ class PruneResult:
 
     def save_report(self, path: str | os.PathLike) -> None:
         """The report as JSON, or as the human HTML page when `path` ends in .html."""
+        write_text_atomic(self._report_text(path), path)
+
+    def _report_text(self, path) -> str:
         from .report.html import is_html_path, render_html
 
-        text = render_html(self.report) if is_html_path(path) else json.dumps(self.report, indent=2)
-        write_text_atomic(text, path)
+        return render_html(self.report) if is_html_path(path) else json.dumps(self.report, indent=2)
+
+    def save_all(self, path: str | os.PathLike, *, masked: str | os.PathLike | None = None,
+                 report: str | os.PathLike | None = None) -> None:
+        """Write the model, and the masked model and report if given, all together or none of them."""
+        files = {path: self.model.SerializeToString()}
+        if masked is not None:
+            files[masked] = self.masked.SerializeToString()
+        if report is not None:
+            self.report["output"] = str(path)
+            files[report] = self._report_text(report).encode()
+        write_all(files)
 
 
 def write_model_atomic(model: onnx.ModelProto, path: str | os.PathLike) -> None:
@@ -70,20 +84,8 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> None:
 
 
 def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Temp file in the target folder, then rename (see `onnxmorph.outputs.write_all`)."""
+    write_all({path: data})
 
 
 class _Timer:
@@ -92,11 +94,13 @@ class _Timer:
 
     @contextmanager
     def __call__(self, name: str):
+        STAGE.set(name)  # for the error boundary's messages
         t0 = time.perf_counter()
         yield
         self.times[name] = round(time.perf_counter() - t0, 4)
 
 
+@boundary
 def inspect(model, *, input_shapes: dict | None = None, attention: str = "heads",
             prune_embedding: bool = False) -> Analysis:
     """Load and analyse a model (path or ModelProto). `attention` ("heads" | "head-dims" | "off") and
@@ -143,6 +147,7 @@ def count_params(model: onnx.ModelProto) -> int:
     return int(sum(np.prod(t.dims, dtype=np.int64) for t in model.graph.initializer))
 
 
+@boundary
 def prune(
     model,
     *,
@@ -228,20 +233,27 @@ def prune(
             analysis = replace(analysis, loaded=replace(loaded, model=apply_params(loaded.model, fit.params)))
     floor = method_obj.min_keep(fraction)
 
-    def decide(frac: float):
+    def decide(frac: float, multiple: int = round_to, best_effort: bool = best_effort):
         """The selection for `frac` of `metric`, and whether it had to drop the per-group floor."""
         if method_obj.per_cost and allocation == "uniform":
-            return select_uniform(analysis, cost_model, fit.importance, metric, frac, round_to, best_effort), False
+            return select_uniform(analysis, cost_model, fit.importance, metric, frac, multiple, best_effort), False
         per_cost = method_obj.per_cost and allocation == "cost"
         try:
-            return select_units(analysis, cost_model, fit.importance, metric, frac, round_to,
+            return select_units(analysis, cost_model, fit.importance, metric, frac, multiple,
                                 per_cost=per_cost, min_keep=floor), False
         except TargetUnreachable:  # retry without the per-group floor (and, if asked, best effort)
-            return select_units(analysis, cost_model, fit.importance, metric, frac, round_to,
+            return select_units(analysis, cost_model, fit.importance, metric, frac, multiple,
                                 best_effort, per_cost=per_cost, min_keep=0.0), floor > 0
 
     with timer("decide"):
-        selection, relaxed = decide(fraction)
+        try:
+            selection, relaxed = decide(fraction)
+        except TargetUnreachable as exc:
+            raise TargetUnreachable(f"{exc}{_round_to_reason(decide, fraction, round_to, profile)}") from None
+        if not selection.reached:
+            reason = _round_to_reason(decide, fraction, round_to, profile)
+            if reason:
+                fit.notes.append(f"target not reached{reason}")
     teacher = loaded.model  # the untouched model: distillation and reconstruction targets
     measured = None
     if measure and metric == "latency":
@@ -335,11 +347,28 @@ def split_budget(steps: int | None, recover_steps: int | None, trains: bool, has
 
 def _checked(data, loaded, labels, mean, std) -> dict[str, np.ndarray]:
     """Data checked against the model's inputs, with the label array (if any) under its own name."""
-    inputs, label_array, _ = check_inputs(load_arrays(data, loaded, mean, std), loaded, labels)
+    arrays = load_arrays(data, loaded, mean, std, needed=(labels,) if labels else ())
+    inputs, label_array, _ = check_inputs(arrays, loaded, labels)
     arrays = dict(inputs)
     if label_array is not None:
         arrays[labels] = label_array
     return arrays
+
+
+def _round_to_reason(decide, fraction: float, round_to: int, profile) -> str:
+    """"; --round-to N is the reason ..." when the target is reachable with channel counts not rounded."""
+    if round_to <= 1:
+        return ""
+    try:
+        selection, _ = decide(fraction, 1, False)
+    except TargetUnreachable:
+        return ""
+    if not selection.reached:
+        return ""
+    origin = f" (profile '{profile.name}' channel multiple)" if profile is not None and \
+        profile.channel_multiple == round_to else ""
+    return (f"; --round-to {round_to}{origin} is the reason: with channel counts that are not rounded "
+            f"(--round-to 1) the target is reachable")
 
 
 def held_out_fidelity(loaded, pruned: onnx.ModelProto, held_out: dict[str, np.ndarray], labels: str | None) -> dict:

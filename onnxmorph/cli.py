@@ -1,13 +1,16 @@
 """`onnxmorph` command line: a thin layer over the Python API.
 
 Exit codes: 0 success, 1 failed prune (bad model/data, unreachable target,
-verification failure), 2 bad usage. Errors are one line on stderr, never a traceback.
+verification failure, out of memory, disk full), 2 bad usage (unwritable output
+locations included), 128 + N on signal N (130 SIGINT, 143 SIGTERM). Errors are
+one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -17,7 +20,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .boundary import first_line, translate
 from .errors import OnnxMorphError, UsageError
+from .outputs import check_distinct, check_file, check_folder
 from .report.html import is_html_path
 from .report.plots import require_matplotlib
 
@@ -38,8 +43,14 @@ EMBEDDING_HELP = ("Also prune the embedding width (the residual stream through e
                   "as one group; emitted LayerNorms keep the masked model's statistics.")
 
 
+def error_line(message: str) -> None:
+    """The one stderr line of a failure (a message with line breaks is joined into one)."""
+    text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    err.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
 def fail(exc: OnnxMorphError) -> None:
-    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)  # a '[x]' is text
+    error_line(str(exc))
     raise typer.Exit(exc.exit_code)
 
 
@@ -171,9 +182,17 @@ def prune(
         if not model.exists():
             raise OnnxMorphError(f"{model}: no such file")
         output = output or Path.cwd() / f"{model.stem}.pruned.onnx"
-        for path, what in ((output, "-o"), (save_masked, "--save-masked"), (report, "--report")):
+        files = (("-o", output), ("--save-masked", save_masked), ("--report", report))
+        for what, path in files:
             if path is not None and _same_file(path, model):
                 raise UsageError(f"{what} {path} is the input model; onnxmorph never overwrites its input")
+        # every output location is checked before any work starts (a typo must not cost a training run)
+        check_distinct(files)
+        for what, path in files:
+            if path is not None:
+                check_file(what, path)
+        if checkpoint_dir is not None:
+            check_folder("--checkpoint-dir", checkpoint_dir)
         if report is not None and is_html_path(report):
             require_matplotlib()  # now, not after the prune
         options = {k: v for k, v in (
@@ -198,12 +217,7 @@ def prune(
             )
         finally:
             reporter.close()
-        result.save(output)
-        if save_masked is not None:
-            result.save_masked(save_masked)
-        if report is not None:
-            result.report["output"] = str(output)
-            result.save_report(report)
+        result.save_all(output, masked=save_masked, report=report)  # all of them or none
     except OnnxMorphError as exc:
         fail(exc)
     if not quiet:
@@ -540,9 +554,7 @@ def profiles_calibrate(
             raise UsageError(f"--clock '{clock}': choose cpu or wall")
         if clock == "cpu" and threads != 1:
             raise UsageError("--clock cpu measures one thread; use --clock wall with --threads > 1")
-        output = output or Path.cwd() / f"{name}.json"
-        if output.parent and not output.parent.exists():
-            raise UsageError(f"-o {output}: folder {output.parent} does not exist")
+        output = check_file("-o", output or Path.cwd() / f"{name}.json")  # before minutes of measuring
         if wait_quiet < 0:
             raise UsageError(f"--wait-quiet must be >= 0, got {wait_quiet}")
         if quiet:
@@ -578,14 +590,64 @@ def optional_ray_address(argv: list[str]) -> list[str]:
     return out
 
 
+def _click_errors(name: str) -> tuple[type, ...]:
+    """click's exception class `name`, from click and from the copy newer typers vendor."""
+    import importlib
+
+    found = []
+    for module in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM. It unwinds the stack like KeyboardInterrupt, so temp folders and temp files
+    are removed on the way out, but click does not turn it into a silent exit."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum, frame) -> None:
+    for s in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the clean-up short
+        signal.signal(s, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
 def main() -> None:
+    """Exit codes: 0 success, 1 failed prune, 2 bad usage, 128 + N on signal N (130 SIGINT, 143
+    SIGTERM). Every failure is one line on stderr; ONNXMORPH_DEBUG=1 shows unexpected tracebacks."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, _on_signal)
     try:
         if "sweep" in sys.argv[1:]:
             sys.argv[1:] = optional_ray_address(sys.argv[1:])
-        app()
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
+        code = app(standalone_mode=False)
+    except Interrupted as exc:
+        error_line(f"interrupted by {signal.Signals(exc.signum).name}; temporary files removed, "
+                   "the input is untouched")
+        code = 128 + exc.signum
+    except Exception as exc:
+        if isinstance(exc, _click_errors("NoArgsIsHelpError")):  # the help was printed
+            sys.exit(exc.exit_code)
+        if isinstance(exc, _click_errors("ClickException")):  # bad options: one line, not click's usage box
+            error_line(exc.format_message())
+            sys.exit(exc.exit_code)
+        if isinstance(exc, _click_errors("Abort")):
+            error_line("aborted")
+            sys.exit(1)
+        typed = translate(exc)
+        if typed is None and os.environ.get("ONNXMORPH_DEBUG"):
+            raise
+        error_line(str(typed) if typed is not None else
+                   f"internal error ({type(exc).__name__}: {first_line(exc)}); please report it "
+                   "(ONNXMORPH_DEBUG=1 shows where)")
+        code = typed.exit_code if typed is not None else 1
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

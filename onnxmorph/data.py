@@ -13,8 +13,11 @@ from .errors import DataError
 
 
 def load_arrays(data: str | os.PathLike | Mapping[str, np.ndarray], loaded=None, mean=None,
-                std=None) -> dict[str, np.ndarray]:
-    """Named arrays from a mapping, an .npz file, or a folder of images (resized to the model's input)."""
+                std=None, needed: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Named arrays from a mapping, an .npz file, or a folder of images (resized to the model's input).
+
+    An .npz is read without unpickling anything: an array of Python objects is left out, and refused
+    only when it is one the run needs (a model input or a name in `needed`, e.g. the labels)."""
     if isinstance(data, Mapping):
         return {k: np.asarray(v) for k, v in data.items()}
     path = Path(data)
@@ -35,8 +38,21 @@ def load_arrays(data: str | os.PathLike | Mapping[str, np.ndarray], loaded=None,
     if not hasattr(loaded_file, "files"):
         raise DataError(f"{path}: expected an .npz archive of arrays named after the model inputs, "
                         "got a single array")
+    needed = set(needed) | ({s.name for s in loaded.inputs} if loaded is not None else set())
+    arrays = {}
     with loaded_file as npz:
-        return {k: npz[k] for k in npz.files}
+        for k in npz.files:
+            try:
+                arrays[k] = npz[k]
+            except ValueError as exc:  # numpy refuses object arrays before unpickling them
+                if "allow_pickle" not in str(exc) and "Object arrays" not in str(exc):
+                    raise DataError(f"{path}: array '{k}' is not readable ({exc})") from None
+                if k in needed:
+                    raise DataError(f"{path}: array '{k}' holds Python objects (dtype=object), which onnxmorph "
+                                    "never unpickles; save it as a numeric array") from None
+            except (OSError, EOFError, zipfile.BadZipFile) as exc:
+                raise DataError(f"{path}: array '{k}' is not readable ({type(exc).__name__})") from None
+    return arrays
 
 
 def check_inputs(arrays: dict[str, np.ndarray], loaded, labels: str | None = None) -> tuple[dict, np.ndarray | None, int]:
@@ -74,8 +90,18 @@ def check_inputs(arrays: dict[str, np.ndarray], loaded, labels: str | None = Non
     y = None
     if labels is not None:
         y = np.asarray(arrays[labels])
-        if y.shape[0] != n:
-            raise DataError(f"labels '{labels}' have {y.shape[0]} samples, inputs have {n}")
+        if y.ndim == 0 or y.shape[0] != n:
+            raise DataError(f"labels '{labels}' have {y.shape[0] if y.ndim else 0} samples, inputs have {n}")
+        if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating) or y.dtype == bool):
+            raise DataError(f"labels '{labels}' have dtype {y.dtype}; give class indices (integers)")
+        if np.issubdtype(y.dtype, np.floating):  # class indices stored as floats are fine; fractions are not
+            if not np.isfinite(y).all():
+                raise DataError(f"labels '{labels}' contain NaN or Inf")
+            bad = y[y != np.round(y)]
+            if bad.size:
+                raise DataError(f"labels '{labels}' hold fractional values (e.g. {bad.flat[0]:g}); give class "
+                                "indices (integers)")
+            y = y.astype(np.int64)
     return inputs, y, int(n)
 
 

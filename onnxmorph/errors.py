@@ -35,3 +35,7 @@ class VerificationError(OnnxMorphError):
 
 class ProfileError(UsageError):
     """A hardware profile that is unknown, unreadable or malformed."""
+
+
+class ResourceError(OnnxMorphError):
+    """The machine, not the input, failed: out of memory, disk full, an I/O error."""

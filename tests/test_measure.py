@@ -129,8 +129,12 @@ def test_measure_latency_on_real_models(demo_model):
     swapped = measure_mod.measured_ratio(matmul_chain(20), matmul_chain(1), runs=5, max_seconds=2.0, min_seconds=0)
     assert swapped["ratio"] < 0.3 and swapped["original_ms"] > swapped["pruned_ms"] > 0
     assert swapped["pairs"] == 5 and 0 <= swapped["ratio_rel_se"] < 0.5  # runs=5: no early stop before 5
-    spread = measure_mod.measured_ratio(matmul_chain(2), matmul_chain(1), runs=5, max_seconds=10.0, min_seconds=1.0)
-    assert spread["pairs"] > 5  # a 1 s minimum measures past `runs` pairs of a sub-millisecond model
+    # A 1 s minimum measures past `runs` pairs of a sub-millisecond model. All pairs are counted here
+    # (quiet=False): on a loaded machine the quiet-pair filter may keep as few as MIN_PAIRS of them,
+    # which says nothing about the minimum. (The exact rule is tested on a fake clock below.)
+    a, b = measure_mod.measure_pairs(matmul_chain(2), matmul_chain(1), runs=5, max_seconds=10.0, min_seconds=1.0,
+                                     quiet=False)
+    assert len(a) == len(b) > 5
 
 
 def test_feeds_zeros_for_integers_and_symbolic_shapes_need_feeds():

@@ -333,6 +333,26 @@ def _number_map(raw, where: str, key: str, meaning: str, zero_ok: bool) -> dict[
     return {str(k): float(v) for k, v in raw.items()}
 
 
+# Fields of a measured profile's "measured" block that onnxmorph reads, and the type each must have.
+MEASURED_FIELDS = {"cpu": str, "machine": str, "onnxruntime": str, "clock": str, "grid": str, "date": str,
+                   "threads": int, "cores": int, "seconds": (int, float)}
+
+
+def _check_measured(measured, where: str) -> None:
+    if measured is None:
+        return
+    if not isinstance(measured, dict):
+        raise ProfileError(f"{where}: 'measured' must be an object (how and where the profile was measured), "
+                           f"got {json.dumps(measured)}")
+    for key, kind in MEASURED_FIELDS.items():
+        v = measured.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, kind)):
+            raise ProfileError(f"{where}: 'measured.{key}' must be a "
+                               f"{'string' if kind is str else 'integer' if kind is int else 'number'}, got {json.dumps(v)}")
+    if measured.get("threads") is not None and measured["threads"] < 1:
+        raise ProfileError(f"{where}: 'measured.threads' must be >= 1, got {measured['threads']}")
+
+
 def profile_from_dict(data, where: str = "profile") -> HardwareProfile:
     if not isinstance(data, dict):
         raise ProfileError(f"{where}: expected a JSON object, got {type(data).__name__}")
@@ -370,6 +390,7 @@ def profile_from_dict(data, where: str = "profile") -> HardwareProfile:
     for key in ("description", "source"):
         if not isinstance(data.get(key, ""), str):
             raise ProfileError(f"{where}: '{key}' must be a string")
+    _check_measured(data.get("measured"), where)
     return HardwareProfile(
         name=name.strip(), peak_gflops=peak, memory_gbps=bandwidth, dtype_bytes=int(dtype_bytes),
         channel_multiple=multiple, fast_multiple=fast, fusion=fusion, kind=kind, description=data.get("description", ""),

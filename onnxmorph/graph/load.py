@@ -19,6 +19,7 @@ import onnx_graphsurgeon as gs
 from onnx import shape_inference, version_converter
 
 from ..errors import ModelLoadError, ShapeError, UsageError
+from .memory import check_fits
 
 MIN_OPSET, MAX_OPSET = 11, 21
 MAX_IR_VERSION = 10  # the ort-training engine's onnxruntime 1.19 refuses IR 11+; every later runtime reads 10
@@ -251,6 +252,7 @@ def load_model(
         vi.type.tensor_type.ClearField("shape")
 
     inferred = _infer(proto, source)
+    check_fits(inferred, static, source)  # before anything allocates a sample input or activation
     # Folding one shape sub-graph can make the shapes behind the next one static (Swin pads every
     # stage to whole windows): fold and re-infer while the graph shrinks and Shape ops remain.
     for _ in range(16):
