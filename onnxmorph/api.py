@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from . import __version__
-from . import measure as measuring
+from .bench import measure as measuring
 from .analysis import Analysis, analyze
 from .analysis.options import AnalysisOptions
 from .cost import CostModel, parse_target
@@ -347,7 +347,7 @@ def held_out_fidelity(loaded, pruned: onnx.ModelProto, held_out: dict[str, np.nd
 
 def measure_threads(profile) -> int:
     """Intra-op threads for `measure`: a profile calibrated on this CPU is matched, otherwise 1."""
-    from .cost.calibrate import cpu_name
+    from .bench.calibrate import cpu_name
 
     if profile is not None and profile.measured.get("cpu") == cpu_name():
         return max(1, int(profile.measured.get("threads", 1)))
@@ -527,7 +527,7 @@ def measure_once(original, pruned, cost_model, selection, fraction, threads, say
 
 def measurement_notes(profile) -> list[str]:
     """Say so when the measured latencies are not those of the profile's hardware."""
-    from .cost.calibrate import cpu_name
+    from .bench.calibrate import cpu_name
 
     if profile is None:
         return []

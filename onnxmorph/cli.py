@@ -474,7 +474,7 @@ def profiles_calibrate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .api import write_text_atomic
-    from .cost.calibrate import GRIDS, calibrate
+    from .bench.calibrate import GRIDS, calibrate
 
     try:
         if not name.strip() or "/" in name:

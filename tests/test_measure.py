@@ -11,13 +11,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxmorph
-import onnxmorph.measure as measure_mod
+import onnxmorph.bench.measure as measure_mod
 from onnxmorph.analysis import analyze
 from onnxmorph.cost import CostModel
-from onnxmorph.cost.calibrate import build_chain
+from onnxmorph.bench.calibrate import build_chain
 from onnxmorph.errors import ShapeError, UsageError
 from onnxmorph.graph import load_model
-from onnxmorph.measure import measure_latency, random_feeds
+from onnxmorph.bench.measure import measure_latency, random_feeds
 
 PROFILE = "desktop-avx2-core"  # a roofline profile: its predictions are not this machine's
 F = 0.5

@@ -172,7 +172,7 @@ def do_measured(args) -> int:
     fastest of noisy measurements biases the loop's own number down; the re-measurement does not)."""
 
     import onnxmorph
-    from onnxmorph.measure import measured_ratio
+    from onnxmorph.bench.measure import measured_ratio
 
     zoo = Path(args.zoo)
     rows = {}

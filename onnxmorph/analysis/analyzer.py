@@ -14,7 +14,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..cost.latency import declare_memory_cost
-from ..cost.node_cost import Bilinear, NodeCost
+from .node_cost import Bilinear, NodeCost
 from ..graph.load import LoadedModel
 from .channels import ChannelMap, ElementTable, resolve_rectangles
 from .handlers import handler_for

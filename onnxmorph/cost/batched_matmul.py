@@ -51,7 +51,7 @@ def product_model(batch: int, m: int, k: int, n: int, copies: int = COPIES, op: 
     operand as [batch, n, k]). Each operand is made by an Add right before its product (a distinct
     constant, so the optimizer cannot merge them): it is in cache, as attention's operands are,
     coming from the projections and reshapes just before."""
-    from .calibrate import _model
+    from ..bench.calibrate import _model
 
     right, attrs = [batch, k, n], {}
     if op == "Einsum" and m == n:  # Q·Kᵀ as attention writes it, K not transposed
@@ -72,7 +72,7 @@ def product_model(batch: int, m: int, k: int, n: int, copies: int = COPIES, op: 
 def product_seconds(batch: int, m: int, k: int, n: int, *, threads: int, runs: int, flush: bool,
                     op: str = "MatMul") -> float:
     """Median kernel seconds of one product, from ONNX Runtime's profiler, less its own cost."""
-    from .calibrate import kernel_times
+    from ..bench.calibrate import kernel_times
 
     times = kernel_times(product_model(batch, m, k, n, op=op), threads=threads, runs=runs, flush=flush, net=True)
     kernels = [t for name, t in times.items() if name.startswith("product")]

@@ -12,11 +12,11 @@ import numpy as np
 
 from ..graph.walk import is_constant, producer
 from . import batched_matmul
-from .node_cost import Bilinear
-from .op_factors import relative, transpose_class
+from ..analysis.node_cost import Bilinear
+from ..bench.op_factors import relative, transpose_class
 from .profile import TABLE_KINDS, HardwareProfile
 from .runtime_plan import VIEW_KERNELS
-from .subnormal import subnormal_fraction
+from ..analysis.subnormal import subnormal_fraction
 
 F32 = 4  # the cost model counts bytes of float32 elements; profiles rescale to their dtype
 

@@ -6,8 +6,8 @@ import pytest
 
 from onnxmorph.analysis import analyze
 from onnxmorph.cost import CostModel
-from onnxmorph.cost.calibrate import MachineSpeed
-from onnxmorph.cost.op_factors import probe_shapes, relative, transpose_class
+from onnxmorph.bench.calibrate import MachineSpeed
+from onnxmorph.bench.op_factors import probe_shapes, relative, transpose_class
 from onnxmorph.cost.profile import profile_from_dict
 from onnxmorph.cost.runtime_plan import ort_plan
 from onnxmorph.errors import ProfileError
@@ -265,7 +265,7 @@ def test_ratios_are_measured_again_when_loaded_but_never_rescaled():
 
 
 def test_the_alignment_probe_runs_its_timings_through_the_quiet_state_protocol():
-    from onnxmorph.cost.calibrate import ALIGN_STEPS, probe_channel_multiple
+    from onnxmorph.bench.calibrate import ALIGN_STEPS, probe_channel_multiple
 
     batches = []
 

@@ -6,7 +6,7 @@ from onnx import numpy_helper
 
 from onnxmorph.analysis import analyze
 from onnxmorph.cost import CostModel
-from onnxmorph.cost import subnormal
+from onnxmorph.analysis import subnormal
 from onnxmorph.cost.profile import profile_from_dict
 from onnxmorph.graph import load_model
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...cost.node_cost import Bilinear
-from ...cost.subnormal import subnormal_fraction
+from ..node_cost import Bilinear
+from ..subnormal import subnormal_fraction
 from ..channels import ChannelMap, tie_fibers, tie_slices
 from .base import OpHandler, const_value, register
 from .conv import F32

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ...cost.latency import declare_memory_cost
-from ...cost.node_cost import Bilinear
+from ..node_cost import Bilinear
 from .base import OpHandler, const_value, norm_axis, register
 from .reductions import emit_padded_layernorm, stream_statistics, tie_reduced
 

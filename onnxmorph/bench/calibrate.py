@@ -38,9 +38,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..runtime import make_session
-from . import batched_matmul, subnormal
+from ..analysis import subnormal
+from ..cost import batched_matmul
 from .op_factors import TABLE_LINKS, measure_op_factors, measure_overheads, probe_chain
-from .profile import SCHEMA, TABLE_KINDS, HardwareProfile, Table
+from ..cost.profile import SCHEMA, TABLE_KINDS, HardwareProfile, Table
 
 CHAIN = 3
 MAX_CHAIN = 48

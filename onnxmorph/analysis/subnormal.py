@@ -63,7 +63,7 @@ def probe_model(masked: float, probe=PROBE):
     first `masked` share of each row -> Softmax -> x V [b, t, d]; nodes named softmax and product."""
     from onnx import helper, numpy_helper
 
-    from .calibrate import _model
+    from ..bench.calibrate import _model
 
     b, t, d = probe
     mask = np.zeros((1, t, t), np.float32)
@@ -78,7 +78,7 @@ def probe_model(masked: float, probe=PROBE):
 
 def probe_seconds(masked: float, *, threads: int, runs: int, flush: bool) -> dict[str, float]:
     """Kernel seconds of the probe's softmax and product (profiler, less its own cost)."""
-    from .calibrate import kernel_times
+    from ..bench.calibrate import kernel_times
 
     times = kernel_times(probe_model(masked), threads=threads, runs=runs, flush=flush, net=True)
     return {k: times[k] for k in ("softmax", "product")}
