@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import tempfile
@@ -15,19 +14,20 @@ from typing import Callable, Mapping
 import numpy as np
 import onnx
 
-from . import __version__
-from .bench import measure as measuring
 from .analysis import Analysis, analyze
 from .analysis.options import AnalysisOptions
 from .cost import CostModel, parse_target
+from .bench.retarget import measure_once, measure_threads, measurement_notes, retarget_measured
 from .data import check_inputs, load_arrays, split_holdout
 from .emit import emit_pruned
 from .errors import OnnxMorphError, TargetUnreachable, UsageError, VerificationError
 from .fidelity import fidelity
 from .gates import build_masked
 from .graph import load_model
+from .graph.interface import restore_interface
 from .methods import get_method, select_units
 from .methods.decide import select_uniform
+from .report.build import build_report, count_params
 from .train.engine import apply_params
 from .train.loop import recover
 from .train.reconstruct import reconstruct_cut
@@ -135,10 +135,6 @@ def summarize(analysis: Analysis, profile=None) -> dict:
     }
 
 
-def count_params(model: onnx.ModelProto) -> int:
-    return int(sum(np.prod(t.dims, dtype=np.int64) for t in model.graph.initializer))
-
-
 def prune(
     model,
     *,
@@ -242,8 +238,9 @@ def prune(
     measured = None
     if measure and metric == "latency":
         with timer("measure"):
-            selection, relaxed, measured = retarget_measured(decide, selection, relaxed, analysis, loaded.model,
-                                                             fraction, measure_rounds, threads, say)
+            selection, relaxed, measured = retarget_measured(decide, lambda keep: emit_pruned(analysis, keep),
+                                                             selection, relaxed, loaded.model, fraction,
+                                                             measure_rounds, threads, say)
         fit.notes.extend(measured.pop("notes"))
     if relaxed:
         fit.notes.append(f"the target needs some layers below {100 * floor:.0f} % of their channels")
@@ -284,7 +281,7 @@ def prune(
                 f"verification failed: pruned differs from masked on output '{result.worst_output}' "
                 f"(max abs diff {result.max_abs_diff:.3g}); nothing written — please report this model"
             )
-        pruned, note = restore_interface(pruned, loaded, seed, arrays)
+        pruned, note = restore_interface(pruned, loaded, lambda: sample_inputs(loaded, 2, seed + 1, arrays))
     if measure and measured is None:  # not a latency target: report the measurement, re-target nothing
         with timer("measure"):
             measured = measure_once(loaded.model, pruned, cost_model, selection, fraction, threads, say)
@@ -343,272 +340,6 @@ def held_out_fidelity(loaded, pruned: onnx.ModelProto, held_out: dict[str, np.nd
     reference = loaded.original if loaded.original is not None and loaded.dynamic else loaded.model
     inputs = {s.name: held_out[s.name] for s in loaded.inputs}
     return fidelity(reference, pruned, inputs, labels=held_out.get(labels) if labels else None)
-
-
-def measure_threads(profile) -> int:
-    """Intra-op threads for `measure`: a profile calibrated on this CPU is matched, otherwise 1."""
-    from .bench.calibrate import cpu_name
-
-    if profile is not None and profile.measured.get("cpu") == cpu_name():
-        return max(1, int(profile.measured.get("threads", 1)))
-    return 1
-
-
-def _predicted_ratio(selection) -> float:
-    return selection.cost_after / selection.cost_before if selection.cost_before else 1.0
-
-
-def _num(x) -> float | None:
-    return round(float(x), 6) if x is not None and np.isfinite(x) else None
-
-
-def _rel_se(m: dict) -> float:
-    """The relative standard error of a measurement's ratio (0 where it reports none)."""
-    se = m.get("ratio_rel_se")
-    return 0.0 if se is None else float(se)
-
-
-def _round(frac: float, predicted: float | None, m: dict, margin: float | None = None,
-           fraction: float | None = None) -> dict:
-    """One round of the report's "measured" block. `margin`: how far below the target this round's
-    fraction was aimed (0 for the first round, the plain selection); `fraction`: the latency target,
-    for the ratio this round had to be at or below (`met_below`) and whether it was."""
-    se = _rel_se(m)
-    out = {"fraction": round(frac, 6), "predicted_ratio": None if predicted is None else round(predicted, 6),
-           "measured_ratio": round(m["ratio"], 6), "original_ms": m["original_ms"], "pruned_ms": m["pruned_ms"],
-           "ratio_rel_se": _num(se), "pairs": m.get("pairs"), "margin": _num(margin)}
-    if fraction is not None:
-        out["met_below"] = _num(met_below(fraction, se))
-        out["met"] = measured_met(m["ratio"], se, fraction)
-    return out
-
-
-MEASURE_Z = 1.645  # one-sided 95 %
-MIN_MARGIN = 0.01  # the aim's least distance below F: room for the error of a re-targeting step itself
-MAX_MARGIN = 0.10  # the aim's most: beyond this the measurement is too noisy to steer by
-
-
-def met_below(fraction: float, rel_se: float) -> float:
-    """The highest measured ratio that meets latency=`fraction` when it was measured with relative
-    standard error `rel_se`: fraction * (1 - z * sqrt(2) * rel_se), z = MEASURE_Z.
-
-    `met` promises that timing the two models again on this machine (the same protocol, with noise
-    of its own) gives a ratio <= fraction. Such a re-measurement differs from ours by the noise of
-    both, sqrt(2) * rel_se for alike noise, so this is a one-sided 95 % prediction bound for it.
-    The plain upper confidence bound, fraction * (1 - z * rel_se), says only that the true ratio is
-    <= fraction; a round accepted right at it re-measures above the target Phi(-z / sqrt 2) = 12 %
-    of the time (one accepted right at F, as `ratio <= F` did, half the time): the failure the
-    benchmark's independent re-measurement found. Noise that differs between sessions without
-    showing within one is not in rel_se; MIN_MARGIN in the aim is the cover for that."""
-    return fraction * (1.0 - MEASURE_Z * np.sqrt(2.0) * rel_se)
-
-
-def measured_met(ratio: float, rel_se: float, fraction: float) -> bool:
-    """Whether a ratio measured with relative standard error `rel_se` meets latency=`fraction`
-    (see `met_below`; with no noise, plainly ratio <= fraction)."""
-    return bool(ratio <= met_below(fraction, rel_se))
-
-
-def measure_margin(rel_se: float) -> float:
-    """How far below F `next_fraction` aims, relative: the acceptance bound's distance
-    (z * sqrt(2) * rel_se, see `met_below`) plus room for where the next round lands — one standard
-    error of its own measurement (so a round landing on the aim is met ~84 % of the time) and at
-    least MIN_MARGIN for the step's own error — at most MAX_MARGIN."""
-    return float(min(MAX_MARGIN, MEASURE_Z * np.sqrt(2.0) * rel_se + max(MIN_MARGIN, rel_se)))
-
-
-def next_fraction(history: list[tuple[float, float]], fraction: float, rel_se: float = 0.0) -> float:
-    """The predicted fraction to select next, from the (predicted, measured) ratios so far and the
-    measurements' relative standard error `rel_se`: it aims at fraction * (1 - measure_margin(rel_se)).
-
-    First step: assume the measurement stays off the prediction by the same factor. Later steps:
-    the secant through the last two rounds, because the measured ratio usually moves less than the
-    predicted one (fixed costs that pruning does not touch) and proportional steps then creep up on
-    the target; never a step more than twice the proportional one."""
-    aim = fraction * (1.0 - measure_margin(rel_se))
-    p, m = history[-1]
-    step = p * aim / m
-    if len(history) >= 2:
-        p0, m0 = history[-2]
-        if p0 - p > 1e-9 and m0 - m > 1e-9:
-            secant = p + (aim - m) * (p0 - p) / (m0 - m)
-            step = max(min(step, secant), p - 2 * (p - step))
-    return step
-
-
-def retarget_measured(decide, selection, relaxed, analysis, original, fraction, rounds, threads, say):
-    """Measure the selection's pruned model against `original`; until a round meets the target
-    (`measured_met`: its measured ratio is below `fraction` by more than its own noise), select
-    again for a tighter fraction and measure again (`rounds` in all).
-
-    The next fraction comes from `next_fraction`, aiming `measure_margin` below the target for the
-    noise measured so far (the root mean square of the rounds' rel_se); being below the current
-    prediction it always removes more. Returns the chosen (selection, relaxed) — the met round,
-    else the lowest measured ratio (a best of noisy numbers: biased low, and not a promise) — and
-    the report's "measured" block with the notes to add under "notes"."""
-    tried, notes, history, noise = [], [], [], []
-    frac, margin = fraction, 0.0
-    for r in range(rounds):
-        if r > 0:
-            try:
-                selection, relaxed = decide(frac)
-            except TargetUnreachable:
-                notes.append(f"measured re-targeting stopped at round {r + 1}: latency={frac:.4g} is unreachable")
-                break
-        say(f"measuring latency (round {r + 1}/{rounds})")
-        # Recovery training changes weights, never shapes: this model times like the final one.
-        pruned = emit_pruned(analysis, selection.keep_units)
-        m = measuring.measured_ratio(original, pruned, threads=threads)
-        predicted, se = _predicted_ratio(selection), _rel_se(m)
-        row = _round(frac, predicted, m, margin, fraction)
-        tried.append((selection, relaxed, row))
-        met = row["met"]
-        if met:
-            # The loop stops at the first measurement below the bound, so that one is biased low (the
-            # smallest of several noisy numbers): an independent measurement must meet the target too.
-            say(f"measured {m['ratio']:.3f}x: confirming with a second measurement")
-            c = measuring.measured_ratio(original, pruned, threads=threads)
-            met = measured_met(c["ratio"], _rel_se(c), fraction)
-            row.update(confirmed_ratio=round(c["ratio"], 6), confirmed_rel_se=_num(_rel_se(c)), met=met)
-            # the unbiased one steers the next round (it is above its own bound, so above the aim)
-            m, se = c, _rel_se(c)
-        done = met or r + 1 == rounds or not selection.reached  # (not reached: nothing more to remove)
-        line = (f"measuring latency (round {r + 1}/{rounds}): predicted {predicted:.3f}x, "
-                f"measured {row['measured_ratio']:.3f}x (±{100 * (row['ratio_rel_se'] or 0.0):.1f} %)")
-        if "confirmed_ratio" in row:
-            line += f", {'confirmed' if met else 'not confirmed:'} {row['confirmed_ratio']:.3f}x"
-        if done:
-            say(line)
-            break
-        history.append((predicted, m["ratio"]))
-        noise.append(se)
-        pooled = float(np.sqrt(np.mean(np.square(noise))))
-        margin = measure_margin(pooled)
-        frac = next_fraction(history, fraction, pooled)
-        if frac >= predicted:  # the aim is above this measurement: noise past MAX_MARGIN
-            say(line)
-            notes.append(f"measured re-targeting stopped at round {r + 1}: the measurement noise "
-                         f"(±{100 * pooled:.1f} %) is too large to steer by")
-            break
-        say(f"{line} -> retarget {frac:.3f}")
-    rows = [t[2] for t in tried]
-    ratios = [max(row["measured_ratio"], row.get("confirmed_ratio", 0.0)) for row in rows]
-    met_rounds = [k for k, row in enumerate(rows) if row["met"]]
-    chosen = min(met_rounds or range(len(ratios)), key=lambda k: ratios[k])
-    selection, relaxed, _ = tried[chosen]
-    # The report's target is the requested fraction, not the tightened one this selection was made for.
-    selection = replace(selection, reached=selection.cost_after <= fraction * selection.cost_before * (1 + 1e-9))
-    if not met_rounds:
-        notes.append(f"measured latency ratio {ratios[chosen]:.3f} is not clearly below the target {fraction:g} "
-                     f"after {len(tried)} measured round(s); kept the fastest measured selection")
-        near = [k for k, v in enumerate(ratios) if v <= fraction]
-        if near:
-            row = rows[near[-1]]
-            noise_text = "unknown" if row["ratio_rel_se"] is None else f"±{100 * row['ratio_rel_se']:.1f} %"
-            notes.append(f"round {near[-1] + 1} measured {row['measured_ratio']:.3f} <= {fraction:g}, but within "
-                         f"this machine's measurement noise ({noise_text}), so a re-measurement would too often "
-                         f"exceed the target" + ("" if row["met_below"] is None else
-                                                f" (met needs <= {row['met_below']:.3f})"))
-    block = {"rounds": rows, "chosen": chosen, "met": bool(met_rounds), "z": MEASURE_Z,
-             "clock": measuring.clock_label(threads), "threads": threads, "notes": notes}
-    return selection, relaxed, block
-
-
-def measure_once(original, pruned, cost_model, selection, fraction, threads, say) -> dict:
-    """The report's "measured" block for a target other than latency: one measurement, no re-targeting."""
-    say("measuring latency")
-    m = measuring.measured_ratio(original, pruned, threads=threads)
-    predicted = None
-    if cost_model.profile is not None:
-        predicted = cost_model.total("latency", selection.keep_units) / cost_model.total("latency")
-    return {"rounds": [_round(fraction, predicted, m)], "chosen": 0, "met": None,
-            "clock": measuring.clock_label(threads), "threads": threads}
-
-
-def measurement_notes(profile) -> list[str]:
-    """Say so when the measured latencies are not those of the profile's hardware."""
-    from .bench.calibrate import cpu_name
-
-    if profile is None:
-        return []
-    here = cpu_name()
-    there = profile.measured.get("cpu")
-    if there == here:
-        return []
-    target = f"measured on {there}" if there else f"{profile.kind} profile"
-    return [f"measured latency is of this machine ({here}, ONNX Runtime CPU), not of the target of profile "
-            f"'{profile.name}' ({target})"]
-
-
-def restore_interface(pruned: onnx.ModelProto, loaded, seed: int, data) -> tuple[onnx.ModelProto, str | None]:
-    """Give a pruned model back its original symbolic batch dim when it provably still works."""
-    if not loaded.dynamic:
-        return pruned, None
-    specs = {s.name: s for s in loaded.inputs + loaded.outputs}
-    if any(not isinstance(d, int) for s in specs.values() for d in s.dims[1:]):
-        return pruned, "the pruned model keeps the static input shapes used for the analysis"
-    candidate = copy.deepcopy(pruned)
-    del candidate.graph.value_info[:]
-    for vi in list(candidate.graph.input) + list(candidate.graph.output):
-        spec = specs.get(vi.name)
-        if spec is None or isinstance(spec.dims[0], int):
-            continue
-        vi.type.tensor_type.shape.dim[0].Clear()
-        vi.type.tensor_type.shape.dim[0].dim_param = str(spec.dims[0])
-    try:
-        candidate = onnx.shape_inference.infer_shapes(candidate, strict_mode=False)
-        feeds1 = sample_inputs(loaded, 2, seed + 1, data)
-        batched = {k: np.concatenate([f[k] for f in feeds1]) for k in feeds1[0]}
-        from .runtime import make_session
-
-        single = make_session(pruned)
-        stacked = make_session(candidate).run(None, batched)
-        singles = [single.run(None, f) for f in feeds1]
-        for j, out in enumerate(stacked):
-            ref = np.concatenate([s[j] for s in singles])
-            if out.shape != ref.shape or not np.allclose(out, ref, rtol=1e-4, atol=1e-5):
-                raise ValueError("batched outputs differ")
-    except Exception:
-        return pruned, "the pruned model has a fixed batch size of 1 (the dynamic batch did not survive folding)"
-    return candidate, None
-
-
-def _latency(cost_model, keep) -> dict:
-    return {"latency_ms": round(cost_model.latency_ms(keep), 6)} if cost_model.profile is not None else {}
-
-
-def build_report(analysis, cost_model, selection, method, target, metric, fraction, verify_result, pruned,
-                 timings, notes, round_to, seed) -> dict:
-    keep = selection.keep_units
-    before, after = cost_model.totals(), cost_model.totals(keep)
-    original_params, pruned_params = count_params(analysis.loaded.model), count_params(pruned)
-    groups = []
-    for g in analysis.groups:
-        kept = [i for i, u in enumerate(g.units) if keep[u]]
-        groups.append({"name": g.name, "channels": g.channels, "kept": len(kept),
-                       "kept_ratio": round(len(kept) / max(1, len(g.units)), 4), "kept_indices": kept})
-    achieved = selection.cost_after / selection.cost_before if selection.cost_before else 1.0
-    return {
-        "onnxmorph": __version__,
-        "model": analysis.loaded.source,
-        "method": method,
-        "target": {"spec": target.strip(), "metric": metric, "fraction": fraction, "achieved": round(achieved, 6),
-                   "reached": selection.reached, "round_to": round_to},
-        "seed": seed,
-        "original": {"macs": before["macs"], "params": original_params, "bytes": before["bytes"],
-                     **_latency(cost_model, None)},
-        "pruned": {"macs": after["macs"], "params": pruned_params, "bytes": after["bytes"],
-                   **_latency(cost_model, keep)},
-        **({"profile": {"name": cost_model.profile.name, "kind": cost_model.profile.kind,
-                        "channel_multiple": cost_model.profile.channel_multiple}}
-           if cost_model.profile is not None else {}),
-        "groups": groups,
-        "frozen": [{"name": g.name, "channels": g.channels, "reason": g.frozen_reason}
-                   for g in analysis.frozen_groups],
-        "verify": verify_result.as_dict(),
-        "timings": dict(timings, total=round(sum(timings.values()), 4)),
-        "notes": notes,
-    }
 
 
 __all__ = ["PruneResult", "inspect", "prune", "summarize", "OnnxMorphError"]

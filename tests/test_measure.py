@@ -173,7 +173,7 @@ def test_cli_measure(tmp_path, demo_model):
 
 
 def test_next_fraction_uses_the_secant_when_measurements_lag():
-    from onnxmorph.api import measure_margin, next_fraction
+    from onnxmorph.bench.retarget import measure_margin, next_fraction
 
     def measured(p):  # pruning only part of the time away: measured moves at 0.55x the prediction
         return 0.25 + 0.55 * p
@@ -260,7 +260,7 @@ def test_collect_pairs_keeps_the_time_limit():
 
 
 def test_margin_grows_with_the_noise():
-    from onnxmorph.api import MAX_MARGIN, MIN_MARGIN, measure_margin, met_below
+    from onnxmorph.bench.retarget import MAX_MARGIN, MIN_MARGIN, measure_margin, met_below
 
     margins = [measure_margin(se) for se in (0.0, 0.005, 0.01, 0.02, 0.05, np.inf)]
     assert margins == pytest.approx([0.01, 0.021632, 0.033264, 0.066528, 0.10, 0.10], abs=1e-5)
@@ -273,7 +273,7 @@ def test_margin_grows_with_the_noise():
 
 
 def test_a_ratio_measured_at_the_target_with_noise_is_not_met():
-    from onnxmorph.api import measured_met
+    from onnxmorph.bench.retarget import measured_met
 
     assert measured_met(0.5, 0.0, F)  # no noise estimate: plainly <= F, as before
     assert not measured_met(0.5, 0.01, F)  # right at F with 1 % noise: a coin toss next time
@@ -283,7 +283,7 @@ def test_a_ratio_measured_at_the_target_with_noise_is_not_met():
 
 
 def test_next_fraction_aims_lower_with_more_noise():
-    from onnxmorph.api import next_fraction
+    from onnxmorph.bench.retarget import next_fraction
 
     steps = [next_fraction([(0.5, 0.55)], F, se) for se in (0.0, 0.005, 0.01, 0.02)]
     assert steps == pytest.approx([0.45, 0.444713, 0.439426, 0.424306], abs=1e-6)  # 0.5 * aim / 0.55
@@ -312,7 +312,7 @@ def test_a_met_round_that_a_second_measurement_does_not_confirm_is_not_met(monke
 
 
 def test_measured_at_the_target_with_noise_retargets_and_is_never_met(monkeypatch, demo_model):
-    from onnxmorph.api import measure_margin
+    from onnxmorph.bench.retarget import measure_margin
 
     seen = fake_measurement(monkeypatch, ratio=F, rel_se=0.01)
     res = onnxmorph.prune(demo_model, target=f"latency={F}", profile=PROFILE, measure=True)

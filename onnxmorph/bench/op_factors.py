@@ -15,8 +15,9 @@ H*W: "broadcast_span"), and once per inference the session run itself with cold 
 about 125 us on the development host, 8 % of a small MobileNet; the tables, made of chain
 differences, leave it out). The subnormal costs of masked attention are in subnormal.py.
 
-Transposes that move the last axis are priced by how the runtime copies them (`transpose_class`):
-one axis moved has a blocked kernel, any other permutation is copied element by element.
+Transposes that move the last axis are priced by how the runtime copies them (`ops.transpose_class`):
+one axis moved has a blocked kernel, any other permutation is copied element by element. Using the
+factors is the pure part, in `cost/op_factors.py`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from typing import Callable
 
 import numpy as np
 from onnx import helper, numpy_helper
+
+from ..cost.op_factors import ROW_OPS
+from .timing import (clock_fn, flush_caches, kernel_times, median_run_seconds, random_inputs, small_model,
+                     time_models, timing_session)
 
 # one link of a chain: (input name, link index, channels, side, initializers to extend) -> (nodes, output)
 Link = Callable[[str, int, int, int, list], tuple[list, str]]
@@ -110,66 +115,12 @@ TRANSPOSE_PROBES: dict[str, tuple[Link, Callable[[int, int], list[int]]]] = {
 }
 # the links the unary, binary and pool tables are measured with (calibrate.build_chain)
 TABLE_LINKS: dict[str, Link] = {"unary": _unary("Sigmoid"), "binary": _binary("Add"), "pool": _maxpool}
-# the op each table was measured with: a node priced with that table divides by its factor
-TABLE_BASE = {"unary": "Sigmoid", "bn": "Sigmoid", "other": "Sigmoid", "view": "Sigmoid", "reorder": "Sigmoid",
-              "binary": "Add", "pool": "MaxPool"}
-# ops the runtime fuses into one kernel that an ONNX graph writes as several nodes
-ALIASES = {"SkipLayerNormalization": "LayerNormalization", "FastGelu": "Gelu", "SimplifiedLayerNormalization":
-           "LayerNormalization"}
-# ops that work row by row (or move rows): a fixed part per row, so the factor is a + b / row length,
-# fitted from two row lengths (b is stored as "<op>@row")
-ROW_OPS = frozenset({"Softmax", "LayerNormalization", "BiasGelu", "Transpose"})
 ROW_LENGTHS = (16, 256)
 POINTS = ((64, 1024), (256, 64))
 SPAN_POINTS = ((128, 4), (256, 16))
 
 
-def transpose_class(shape: list[int], perm: list[int]) -> tuple[str, float | None]:
-    """How ONNX Runtime copies a Transpose of `shape` by `perm`: ("rows", row length) when the last
-    axis stays in place (rows of the trailing kept axes are copied), else "single_axis" (one axis
-    moves, the rest keep their order) or "elementwise". Size-1 axes are dropped and axes that stay
-    adjacent are merged first, as they move together."""
-    keep = [a for a in range(len(shape)) if shape[a] != 1]
-    order = [a for a in perm if shape[a] != 1]
-    rank = {a: i for i, a in enumerate(keep)}
-    order = [rank[a] for a in order]
-    sizes = [shape[a] for a in keep]
-    groups: list[list[int]] = []  # runs of input axes that stay adjacent and in order
-    for a in order:
-        if groups and groups[-1][-1] + 1 == a:
-            groups[-1].append(a)
-        else:
-            groups.append([a])
-    merged = sorted(range(len(groups)), key=lambda g: groups[g][0])  # merged axes in input order
-    out = [merged.index(g) for g in range(len(groups))]  # output order of the merged input axes
-    n = len(out)
-    if n <= 1 or out[-1] == n - 1:
-        last = groups[out.index(n - 1)] if n else []
-        return "rows", float(np.prod([sizes[a] for a in last])) if last else 1.0
-    for moved in range(n):
-        rest = [a for a in out if a != moved]
-        if rest == sorted(rest):
-            return "single_axis", None
-    return "elementwise", None
-
-
-def relative(factors: dict[str, float], op: str, kind: str, row: float | None = None) -> float:
-    """The time of `op` over that of the op table `kind` was measured with, on the same tensor
-    (1 when the profile has no factor for `op`: it runs like the table's own op). `row`: the
-    length of the rows a row-wise op works on (None: long rows)."""
-    op = op if op in factors else ALIASES.get(op, op)
-    if op not in factors and op != "Sigmoid":
-        return 1.0
-    base = TABLE_BASE.get(kind, "Sigmoid")
-    f = 1.0 if op == "Sigmoid" else factors[op]
-    if row:
-        f += factors.get(f"{op}@row", 0.0) / max(float(row), 1.0)
-    return f / (1.0 if base == "Sigmoid" else factors.get(base, 1.0))
-
-
 def probe_chain(link: Link, shape: list[int], n: int):
-    from .calibrate import _model
-
     nodes, inits, x = [], [], "x"
     for j in range(n):
         new, x = link(x, j, shape, inits)
@@ -177,7 +128,7 @@ def probe_chain(link: Link, shape: list[int], n: int):
     inputs = {"x": list(shape)}
     if any("b" in nd.input for nd in nodes):
         inputs["b"] = list(shape)
-    return _model(nodes, inits, inputs, x)
+    return small_model(nodes, inits, inputs, x)
 
 
 def probe_shapes(op: str, c: int, size: int) -> dict[int | None, list[int]]:
@@ -196,8 +147,6 @@ def measure_op_factors(*, threads: int, repeats: int, flush: bool, clock: str, r
     a (channels, pixels) pair), both timed as written; for ROW_OPS also the part per row. `run_jobs`
     runs a list of callables and returns their results (the calibration's quiet-state protocol:
     each op's measurement is one job, so a loaded one is measured again)."""
-    from .calibrate import time_models
-
     opts = dict(threads=threads, repeats=repeats, flush=flush, clock=clock, rng=rng, optimize=False)
 
     def ratio(link: Link, shape: list[int]) -> float:
@@ -248,25 +197,21 @@ def measure_op_factors(*, threads: int, repeats: int, flush: bool, clock: str, r
 
 
 def _reshape_chain(c: int, side: int, n: int):
-    from .calibrate import _model
-
     shapes = [numpy_helper.from_array(np.array(s, dtype=np.int64), f"s{k}")
               for k, s in enumerate(([1, c, side * side], [1, c, side, side]))]
     nodes, x = [], "x"
     for j in range(n):
         nodes.append(helper.make_node("Reshape", [x, f"s{j % 2}"], [f"y{j}"]))
         x = f"y{j}"
-    return _model(nodes, shapes, {"x": [1, c, side, side]}, x)
+    return small_model(nodes, shapes, {"x": [1, c, side, side]}, x)
 
 
 def _broadcast_chain(c: int, side: int, n: int, broadcast: bool):
-    from .calibrate import _model
-
     nodes, x = [], "x"
     for j in range(n):
         nodes.append(helper.make_node("Mul", [x, "b"], [f"y{j}"]))
         x = f"y{j}"
-    return _model(nodes, [], {"x": [1, c, side, side], "b": [1, c, 1, 1] if broadcast else [1, c, side, side]}, x)
+    return small_model(nodes, [], {"x": [1, c, side, side], "b": [1, c, 1, 1] if broadcast else [1, c, side, side]}, x)
 
 
 def measure_overheads(*, threads: int, repeats: int, flush: bool, clock: str, rng,
@@ -274,13 +219,11 @@ def measure_overheads(*, threads: int, repeats: int, flush: bool, clock: str, rn
     """Seconds of a kernel that only re-labels its input ("view": a Reshape), of one span of a
     broadcasting Mul beyond a Mul of two full tensors ("broadcast_span", median over SPAN_POINTS),
     and of a session run of a one-node model ("run": what every inference pays besides its nodes)."""
-    from .calibrate import _feeds, _session, clock_fn, flush_caches, median_run_seconds, time_models
-
     opts = dict(threads=threads, repeats=repeats, flush=flush, clock=clock, rng=rng, optimize=False)
     if progress:
         progress("overhead: a session run")
     tiny = probe_chain(_unary("Relu"), [1, 8, 2, 2], 1)
-    sess, feeds = _session(tiny, threads), _feeds(tiny, rng)
+    sess, feeds = timing_session(tiny, threads), random_inputs(tiny, rng)
     for _ in range(5):
         sess.run(None, feeds)
     run = median_run_seconds(sess, feeds, runs=max(4 * repeats, 20), now=clock_fn(clock),
@@ -303,8 +246,6 @@ def measure_overheads(*, threads: int, repeats: int, flush: bool, clock: str, rn
 def reorder_factor(*, threads: int, repeats: int, flush: bool, clock: str, rng, points=POINTS) -> float:
     """A ReorderInput/ReorderOutput (NCHWc <-> NCHW copy) over a Sigmoid on the same tensor: convs
     separated by an op without an NCHWc kernel (Erf) get one of each; the profiler times them."""
-    from .calibrate import _model, kernel_times, time_models
-
     ratios = []
     for c, size in points:
         side = int(round(np.sqrt(size)))
@@ -315,7 +256,7 @@ def reorder_factor(*, threads: int, repeats: int, flush: bool, clock: str, rng, 
             nodes += [helper.make_node("Conv", [x, f"w{j}"], [f"c{j}"], name=f"c{j}"),
                       helper.make_node("Erf", [f"c{j}"], [f"y{j}"], name=f"y{j}")]
             x = f"y{j}"
-        model = _model(nodes, inits, {"x": [1, c, side, side]}, x)
+        model = small_model(nodes, inits, {"x": [1, c, side, side]}, x)
         times = kernel_times(model, threads=threads, runs=repeats, flush=flush, net=True)
         reorders = [t for name, t in times.items() if name.startswith("Reorder")]
         if not reorders:

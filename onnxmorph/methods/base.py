@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from ..errors import UsageError
+from ..train.result import FitResult
 
 _METHODS: dict[str, type["PruningMethod"]] = {}
-
-
-@dataclass
-class FitResult:
-    """What a method hands to the decision: unit importance, and fine-tuned weights if it trained."""
-
-    importance: np.ndarray
-    params: dict[str, np.ndarray] = field(default_factory=dict)
-    curve: list[dict] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    extra: dict = field(default_factory=dict)  # method-specific report entries (e.g. pruning order)
 
 
 class PruningMethod:

@@ -20,8 +20,10 @@ import onnx_graphsurgeon as gs
 
 from ..errors import UsageError
 from ..gates import gate_shape, insert_gates
-from .base import FitResult, register_method
-from .trained import Instrumented, TrainedMethod
+from ..train.instrument import Instrumented
+from ..train.result import FitResult
+from .base import register_method
+from .trained import TrainedMethod
 
 FISHER_MASK = "onnxmorph_fisher_mask"
 SCHEDULE_END = 0.85  # share of the steps by which removals reach the target; the rest trains the final shape

@@ -12,11 +12,12 @@ import numpy as np
 from onnx import numpy_helper
 
 from ..errors import DataError, OnnxMorphError
-from ..methods.base import FitResult
 from ..runtime import make_session
-from .engine import TrainingSession, open_session
 from .batched import at_batch
+from .engine import TrainingSession, open_session
 from .graph import LABELS, REG_STRENGTH, REG_WEIGHTS, UNIT_MASK, build_training_graph, loss_spec, weight_initializers
+from .instrument import FixedMask
+from .result import FitResult
 
 
 LR_PER_WEIGHT = 0.05  # Adam's default rate as a share of the median layer's RMS weight (demo: 9.6e-3)
@@ -395,8 +396,6 @@ def recover(analysis, keep_units: np.ndarray, *, data, steps: int, seed=0, progr
     `steps` optimizer steps in all: with `lr` None, a few go to a probe that picks the learning rate
     backing off from `weight_scaled_lr` (of the teacher's weights) until the held-out loss falls.
     The weights end at the state of lowest held-out loss."""
-    from ..methods.trained import FixedMask
-
     t0 = time.perf_counter()
     names = weight_initializers(analysis.loaded.graph())
     base = weight_scaled_lr(teacher or analysis.loaded.model, names) if lr is None else lr

@@ -6,8 +6,10 @@ import pytest
 
 from onnxmorph.analysis import analyze
 from onnxmorph.cost import CostModel
-from onnxmorph.bench.calibrate import MachineSpeed
-from onnxmorph.bench.op_factors import probe_shapes, relative, transpose_class
+from onnxmorph.bench.op_factors import probe_shapes
+from onnxmorph.bench.quiet import MachineSpeed
+from onnxmorph.cost.op_factors import relative
+from onnxmorph.ops import transpose_class
 from onnxmorph.cost.profile import profile_from_dict
 from onnxmorph.cost.runtime_plan import ort_plan
 from onnxmorph.errors import ProfileError

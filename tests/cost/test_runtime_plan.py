@@ -8,7 +8,8 @@ import pytest
 
 from onnxmorph.analysis import analyze
 from onnxmorph.cost import CostModel
-from onnxmorph.bench.calibrate import euler_circuit, kernel_times, measure_io_grid
+from onnxmorph.bench.calibrate import euler_circuit, measure_io_grid
+from onnxmorph.bench.timing import kernel_times
 from onnxmorph.cost.profile import Table, profile_from_dict
 from onnxmorph.cost.runtime_plan import ort_plan
 from onnxmorph.errors import ProfileError
@@ -148,20 +149,20 @@ def test_io_grid_measures_every_pair_and_asymmetry_is_real():
 def test_gemm_io_grid_times_rectangular_matmuls_read_by_in_and_out():
     """Linear layers are rectangular (a transformer MLP's C -> 4C): the gemm table is measured per
     (in, out, rows), and a MatMul is read at its own in and out, not at sqrt(in * out)."""
-    from onnxmorph.bench.calibrate import _io_table
+    from onnxmorph.bench.calibrate import io_table
 
     times = measure_io_grid("gemm", [16, 256], 64, cap=1e9, threads=1, runs=5, flush=False,
                             rng=np.random.default_rng(0))
     assert set(times) == {(a, b, 64) for a in (16, 256) for b in (16, 256)}
     assert times[(256, 256, 64)] > times[(16, 256, 64)]  # 16x the MACs
-    table = _io_table("gemm", times, [16, 256], [64])
+    table = io_table("gemm", times, [16, 256], [64])
     assert table.out_channels is not None and table.seconds.shape == (2, 2, 1)
     per_unit = table.per_unit(np.array([16.0]), np.array([64.0]), np.array([256.0]))
     assert per_unit[0] * 16 * 256 * 64 == pytest.approx(times[(16, 256, 64)], rel=1e-6)
 
 
 def test_kernel_times_names_nodes():
-    from onnxmorph.bench.calibrate import conv_path
+    from onnxmorph.bench.timing import conv_path
 
     model = conv_path([8, 16, 8], 4, 1, np.random.default_rng(0))
     times = kernel_times(model, runs=3, flush=False)
@@ -170,7 +171,7 @@ def test_kernel_times_names_nodes():
 
 
 def test_reference_workload_is_fixed_and_timed():
-    from onnxmorph.bench.calibrate import reference_model, reference_seconds
+    from onnxmorph.bench.timing import reference_model, reference_seconds
 
     a, b = reference_model(), reference_model()
     assert a.SerializeToString() == b.SerializeToString()  # the same workload at calibration and later

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ...cost.latency import declare_memory_cost
+from ..memory_cost import declare_memory_cost
 from ..node_cost import Bilinear
 from .base import OpHandler, const_value, norm_axis, register
 from .reductions import emit_padded_layernorm, stream_statistics, tie_reduced
