@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UsageError
 from ..train.result import FitResult
 
 _METHODS: dict[str, type["PruningMethod"]] = {}
@@ -42,17 +41,10 @@ def register_method(cls):
     return cls
 
 
-def method_names() -> list[str]:
-    _load_all()
+def method_class(name: str) -> type[PruningMethod] | None:
+    """The method registered as `name` (None: none is)."""
+    return _METHODS.get(name)
+
+
+def registered_methods() -> list[str]:
     return sorted(_METHODS)
-
-
-def get_method(name: str, **options) -> PruningMethod:
-    _load_all()
-    if name not in _METHODS:
-        raise UsageError(f"unknown method '{name}': choose one of {', '.join(sorted(_METHODS))}")
-    return _METHODS[name](**options)
-
-
-def _load_all() -> None:
-    from . import fisher, magnitude, trained  # noqa: F401

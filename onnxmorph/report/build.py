@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from .. import __version__
+from ..version import __version__
 
 
 def count_params(model: onnx.ModelProto) -> int:

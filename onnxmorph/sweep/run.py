@@ -13,7 +13,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..errors import DataError, ModelLoadError, UsageError
 from .front import fronts
 from .pick import PickResult, parse_constraints
