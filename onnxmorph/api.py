@@ -16,7 +16,7 @@ import onnx
 
 from .analysis import Analysis, analyze
 from .analysis.options import AnalysisOptions
-from .cost import CostModel, parse_target
+from .cost import CostModel
 from .bench.retarget import measure_once, measure_threads, measurement_notes, retarget_measured
 from .data import check_inputs, load_arrays, split_holdout
 from .emit import emit_pruned
@@ -27,6 +27,7 @@ from .graph import load_model
 from .graph.interface import restore_interface
 from .methods import get_method, select_units
 from .methods.decide import select_uniform
+from .options import DEFAULT_STEPS, PruneOptions
 from .report.build import build_report, count_params
 from .train.engine import apply_params
 from .train.loop import recover
@@ -34,10 +35,6 @@ from .train.reconstruct import reconstruct_cut
 from .verify import compare, sample_inputs
 
 VERIFY_BATCHES = 3
-# how one-shot scores share the cut among groups: the same share of every group, a global ranking of
-# the (per-group normalized) scores, or scores per unit of cost saved
-ALLOCATIONS = ("uniform", "global", "cost")
-DEFAULT_STEPS = 300  # optimizer steps in all (training + recovery) when data is given
 
 
 @dataclass
@@ -82,17 +79,6 @@ def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> None:
         raise
 
 
-class _Timer:
-    def __init__(self):
-        self.times: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, name: str):
-        t0 = time.perf_counter()
-        yield
-        self.times[name] = round(time.perf_counter() - t0, 4)
-
-
 def inspect(model, *, input_shapes: dict | None = None, attention: str = "heads",
             prune_embedding: bool = False) -> Analysis:
     """Load and analyse a model (path or ModelProto). `attention` ("heads" | "head-dims" | "off") and
@@ -135,176 +121,205 @@ def summarize(analysis: Analysis, profile=None) -> dict:
     }
 
 
-def prune(
-    model,
-    *,
-    method: str = "magnitude",
-    target: str = "flops=0.5",
-    data: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
-    labels: str | None = None,
-    round_to: int | None = None,
-    profile=None,
-    input_shapes: dict | None = None,
-    seed: int = 0,
-    best_effort: bool = False,
-    recover_steps: int | None = None,
-    image_mean: tuple[float, ...] | None = None,
-    image_std: tuple[float, ...] | None = None,
-    progress: Callable[..., None] | None = None,
-    attention: str = "heads",
-    prune_embedding: bool = False,
-    measure: bool = False,
-    measure_rounds: int = 3,
-    eval_data: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
-    reconstruct: bool = True,
-    allocation: str | None = None,
-    bn_stats: bool = False,
-    **method_options,
-) -> PruneResult:
-    """Prune `model` to `target` and return the verified pruned model with its report.
+def prune(model, *, data: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
+          eval_data: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
+          progress: Callable[..., None] | None = None, options: PruneOptions | None = None,
+          **keywords) -> PruneResult:
+    """Prune `model` (a path or ModelProto) to a cost target; return the verified pruned model and its
+    report. `data` / `eval_data`: training and held-out inputs (.npz, image folder or arrays). Every
+    other keyword is a field of `PruneOptions` or of its `TrainConfig` / `MethodConfig` (e.g.
+    `method="fisher", target="flops=0.25", steps=100`), validated before anything runs."""
+    opts = PruneOptions.from_keywords(options, **keywords)
+    run = _Run(progress)
+    plan = plan_prune(opts, has_data=data is not None)
+    with run.stage("load", "loading"):
+        loaded = load_model(model, opts.input_shapes)
+    arrays, held_out = split_data(data, eval_data, loaded, opts)
+    with run.stage("analyze", "analyzing channel groups"):
+        analysis = analyze(loaded, opts.analysis)
+        cost_model = CostModel(analysis, plan.profile)
+    with run.stage("train" if plan.method.trains else "score", f"scoring channels ({opts.method})"):
+        fit = plan.method.fit(analysis, cost_model, data=arrays, seed=opts.seed, metric=plan.metric,
+                              fraction=plan.fraction, progress=progress, labels=opts.labels)
+        if fit.params:
+            analysis = replace(analysis, loaded=replace(loaded, model=apply_params(loaded.model, fit.params)))
+    decide = decider(analysis, cost_model, fit.importance, plan, opts)
+    with run.stage("decide"):
+        selection, relaxed = decide(plan.fraction)
+    measured = None
+    if opts.measure and plan.metric == "latency":
+        with run.stage("measure"):
+            selection, relaxed, measured = retarget_measured(
+                decide, lambda keep: emit_pruned(analysis, keep), selection, relaxed, loaded.model, plan.fraction,
+                plan.measure_rounds, plan.threads, run.say)
+        fit.notes.extend(measured.pop("notes"))
+    if relaxed:
+        fit.notes.append(f"the target needs some layers below {100 * plan.floor:.0f} % of their channels")
+    keep = selection.keep_units
+    analysis = fine_tune_cut(run, analysis, keep, arrays, loaded.model, fit, plan, opts)
+    with run.stage("emit", "emitting the pruned model"):
+        pruned, masked = emit_pruned(analysis, keep), build_masked(analysis, keep)
+        onnx.checker.check_model(pruned, full_check=True)
+    with run.stage("verify", "verifying pruned == masked"):
+        result = verified(masked, pruned, sample_inputs(loaded, VERIFY_BATCHES, opts.seed, arrays))
+        pruned, note = restore_interface(pruned, loaded, lambda: sample_inputs(loaded, 2, opts.seed + 1, arrays))
+    if opts.measure and measured is None:  # not a latency target: report the measurement, re-target nothing
+        with run.stage("measure"):
+            measured = measure_once(loaded.model, pruned, cost_model, selection, plan.fraction, plan.threads,
+                                    run.say)
+    notes = list(loaded.notes) + fit.notes + ([note] if note else [])
+    if opts.measure:
+        notes += measurement_notes(cost_model.profile)
+    report = build_report(analysis, cost_model, selection, opts.method, opts.target, plan.metric, plan.fraction,
+                          result, pruned, run.times, notes, plan.round_to, opts.seed)
+    add_run_blocks(report, opts, plan, arrays is not None, measured, fit)
+    if held_out is not None:
+        with run.stage("fidelity", "measuring held-out fidelity"):
+            report["fidelity"] = held_out_fidelity(loaded, pruned, held_out, opts.labels)
+        report["timings"] = dict(run.times, total=round(sum(run.times.values()), 4))
+    report.update(fit.extra)
+    return PruneResult(pruned, masked, report, analysis)
 
-    `profile` (a built-in name, a JSON file or a `HardwareProfile`) enables `target="latency=F"`,
-    adds predicted latencies to the report, and makes `round_to` default to its channel multiple.
 
-    `measure`: time the pruned model against the original with ONNX Runtime on this machine and add
-    it to the report; with a latency target, re-target until the measured ratio is below F by more
-    than its measurement noise (at most `measure_rounds` selections, see `retarget_measured`)."""
-    say = progress or (lambda msg, **info: None)
-    timer = _Timer()
-    metric, fraction = parse_target(target)
-    options = AnalysisOptions(attention, prune_embedding)
-    if profile is not None:
+class _Run:
+    """A prune's progress messages and the wall time of each stage."""
+
+    def __init__(self, progress):
+        self.progress = progress
+        self.say = progress or (lambda msg, **info: None)
+        self.times: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str, message: str | None = None):
+        t0 = time.perf_counter()
+        if message:
+            self.say(message)
+        yield
+        self.times[name] = round(time.perf_counter() - t0, 4)
+
+
+@dataclass
+class Plan:
+    """What the options resolve to before the model is read."""
+
+    metric: str
+    fraction: float
+    profile: object
+    round_to: int
+    method: object
+    budget: dict
+    allocation: str
+    measure_rounds: int
+    threads: int
+    floor: float
+
+
+def plan_prune(opts: PruneOptions, has_data: bool) -> Plan:
+    """Resolve the options' defaults (round_to from the profile, the step budget, the allocation)
+    and check the combinations no single field can."""
+    metric, fraction = opts.metric_and_fraction
+    profile = None
+    if opts.profile is not None:
         from .cost.profile import load_profile
 
-        profile = load_profile(profile)
-    if round_to is None:
-        round_to = profile.channel_multiple if profile is not None else 1
-    if round_to < 1:
-        raise UsageError(f"--round-to must be >= 1, got {round_to}")
-    method_obj = get_method(method, **method_options)
-    budget = split_budget(method_options.get("steps"), recover_steps, method_obj.trains, data is not None)
-    if method_obj.trains:
-        method_obj.options["steps"] = budget["training"]
-    if method_obj.needs_data and data is None:
-        raise UsageError(f"method '{method}' needs --data (an .npz of inputs or a folder of images)")
+        profile = load_profile(opts.profile)
+    round_to = opts.round_to if opts.round_to is not None else (profile.channel_multiple if profile else 1)
+    method = get_method(opts.method, **opts.method_kwargs())
+    budget = split_budget(opts.steps, opts.recover_steps, method.trains, has_data)
+    if method.trains:
+        method.options["steps"] = budget["training"]
+    if method.needs_data and not has_data:
+        raise UsageError(f"method '{opts.method}' needs --data (an .npz of inputs or a folder of images)")
     if metric == "latency" and profile is None:
         raise UsageError("--target latency=F needs a hardware profile: --profile NAME or a JSON file "
                          "(see `onnxmorph profiles list`)")
-    if allocation is None:  # a latency target needs the per-layer latency ranking; MACs share alike
-        allocation = "cost" if metric == "latency" else "uniform"
-    if allocation not in ALLOCATIONS:
-        raise UsageError(f"unknown allocation '{allocation}': choose one of {', '.join(ALLOCATIONS)}")
-    if measure_rounds < 1:
-        raise UsageError(f"--measure-rounds must be >= 1, got {measure_rounds}")
-    threads = measure_threads(profile) if measure else 1
+    # a latency target needs the per-layer latency ranking; MACs share alike
+    allocation = opts.allocation or ("cost" if metric == "latency" else "uniform")
+    return Plan(metric, fraction, profile, round_to, method, budget, allocation,
+                3 if opts.measure_rounds is None else opts.measure_rounds,
+                measure_threads(profile) if opts.measure else 1, method.min_keep(fraction))
 
-    with timer("load"):
-        say("loading")
-        loaded = load_model(model, input_shapes)
-    arrays, held_out = None, None
-    if data is not None:
-        arrays = _checked(data, loaded, labels, image_mean, image_std)
-        if eval_data is not None:
-            held_out = _checked(eval_data, loaded, labels, image_mean, image_std)
-        else:
-            arrays, held_out = split_holdout(arrays, seed)
-    with timer("analyze"):
-        say("analyzing channel groups")
-        analysis = analyze(loaded, options)
-        cost_model = CostModel(analysis, profile)
-    with timer("train" if method_obj.trains else "score"):
-        say(f"scoring channels ({method})")
-        fit = method_obj.fit(analysis, cost_model, data=arrays, seed=seed, metric=metric, fraction=fraction,
-                             progress=progress, labels=labels)
-        if fit.params:
-            analysis = replace(analysis, loaded=replace(loaded, model=apply_params(loaded.model, fit.params)))
-    floor = method_obj.min_keep(fraction)
+
+def split_data(data, eval_data, loaded, opts: PruneOptions):
+    """The training rows and the held-out rows (`eval_data`, else 10 % of `data`), checked against
+    the model's inputs; (None, None) without data."""
+    if data is None:
+        return None, None
+    arrays = _checked(data, loaded, opts.labels, opts.image_mean, opts.image_std)
+    if eval_data is not None:
+        return arrays, _checked(eval_data, loaded, opts.labels, opts.image_mean, opts.image_std)
+    return split_holdout(arrays, opts.seed)
+
+
+def decider(analysis, cost_model, importance, plan: Plan, opts: PruneOptions):
+    """decide(frac): the selection for `frac` of the metric, and whether it had to drop the
+    per-group floor."""
+    method, metric, round_to = plan.method, plan.metric, plan.round_to
 
     def decide(frac: float):
-        """The selection for `frac` of `metric`, and whether it had to drop the per-group floor."""
-        if method_obj.per_cost and allocation == "uniform":
-            return select_uniform(analysis, cost_model, fit.importance, metric, frac, round_to, best_effort), False
-        per_cost = method_obj.per_cost and allocation == "cost"
+        if method.per_cost and plan.allocation == "uniform":
+            return select_uniform(analysis, cost_model, importance, metric, frac, round_to, opts.best_effort), False
+        per_cost = method.per_cost and plan.allocation == "cost"
         try:
-            return select_units(analysis, cost_model, fit.importance, metric, frac, round_to,
-                                per_cost=per_cost, min_keep=floor), False
+            return select_units(analysis, cost_model, importance, metric, frac, round_to,
+                                per_cost=per_cost, min_keep=plan.floor), False
         except TargetUnreachable:  # retry without the per-group floor (and, if asked, best effort)
-            return select_units(analysis, cost_model, fit.importance, metric, frac, round_to,
-                                best_effort, per_cost=per_cost, min_keep=0.0), floor > 0
+            return select_units(analysis, cost_model, importance, metric, frac, round_to,
+                                opts.best_effort, per_cost=per_cost, min_keep=0.0), plan.floor > 0
 
-    with timer("decide"):
-        selection, relaxed = decide(fraction)
-    teacher = loaded.model  # the untouched model: distillation and reconstruction targets
-    measured = None
-    if measure and metric == "latency":
-        with timer("measure"):
-            selection, relaxed, measured = retarget_measured(decide, lambda keep: emit_pruned(analysis, keep),
-                                                             selection, relaxed, loaded.model, fraction,
-                                                             measure_rounds, threads, say)
-        fit.notes.extend(measured.pop("notes"))
-    if relaxed:
-        fit.notes.append(f"the target needs some layers below {100 * floor:.0f} % of their channels")
-    keep = selection.keep_units
-    if arrays is not None and (reconstruct or bn_stats):
-        with timer("reconstruct"):
-            say("reconstructing the cut layers (least squares)")
-            inputs_only = {s.name: arrays[s.name] for s in loaded.inputs}
-            rebuilt = reconstruct_cut(analysis, keep, inputs_only, teacher=teacher, seed=seed, progress=progress,
-                                      refit=reconstruct, bn_stats=bn_stats)
+    return decide
+
+
+def fine_tune_cut(run: _Run, analysis, keep, arrays, teacher, fit, plan: Plan, opts: PruneOptions):
+    """With data: the least-squares refit of the cut layers (and BatchNorm statistics), then recovery
+    fine-tuning of the cut model toward `teacher` (the untouched model). Returns the analysis with
+    the new weights; the training curve and notes go to `fit`."""
+    if arrays is not None and (opts.reconstruct or opts.bn_stats):
+        with run.stage("reconstruct", "reconstructing the cut layers (least squares)"):
+            inputs_only = {s.name: arrays[s.name] for s in analysis.loaded.inputs}
+            rebuilt = reconstruct_cut(analysis, keep, inputs_only, teacher=teacher, seed=opts.seed,
+                                      progress=run.progress, refit=opts.reconstruct, bn_stats=opts.bn_stats)
         analysis = replace(analysis, loaded=replace(analysis.loaded,
                                                     model=apply_params(analysis.loaded.model, rebuilt.params)))
         fit.notes.append(rebuilt.note())
-    recover_steps = budget["recovery"]
-    curve = list(fit.curve)
-    if recover_steps > 0:
+    steps = plan.budget["recovery"]
+    fit.curve = list(fit.curve)
+    if steps > 0:
         if arrays is None:
             raise UsageError("--recover-steps needs --data (distillation fine-tuning of the pruned model)")
-        with timer("recover"):
-            rec = recover(analysis, keep, data=arrays, steps=recover_steps, seed=seed, progress=progress,
-                          labels=labels, teacher=teacher, **{k: v for k, v in method_options.items() if k != "steps"})
+        with run.stage("recover"):
+            rec = recover(analysis, keep, data=arrays, steps=steps, seed=opts.seed, progress=run.progress,
+                          labels=opts.labels, teacher=teacher, **{**opts.knobs.as_kwargs(), **opts.train.as_kwargs()})
         analysis = replace(analysis, loaded=replace(analysis.loaded,
                                                     model=apply_params(analysis.loaded.model, rec.params)))
-        curve += rec.curve
+        fit.curve += rec.curve
         fit.notes.extend(rec.notes)
-        budget["probe"] = rec.extra.get("probe_steps", 0)
-    with timer("emit"):
-        say("emitting the pruned model")
-        pruned = emit_pruned(analysis, keep)
-        masked = build_masked(analysis, keep)
-        onnx.checker.check_model(pruned, full_check=True)
-    with timer("verify"):
-        say("verifying pruned == masked")
-        feeds = sample_inputs(loaded, VERIFY_BATCHES, seed, arrays)
-        result = compare(masked, pruned, feeds)
-        if not result.passed:
-            raise VerificationError(
-                f"verification failed: pruned differs from masked on output '{result.worst_output}' "
-                f"(max abs diff {result.max_abs_diff:.3g}); nothing written — please report this model"
-            )
-        pruned, note = restore_interface(pruned, loaded, lambda: sample_inputs(loaded, 2, seed + 1, arrays))
-    if measure and measured is None:  # not a latency target: report the measurement, re-target nothing
-        with timer("measure"):
-            measured = measure_once(loaded.model, pruned, cost_model, selection, fraction, threads, say)
-    notes = list(loaded.notes) + fit.notes + ([note] if note else [])
-    if measure:
-        notes += measurement_notes(cost_model.profile)
-    report = build_report(analysis, cost_model, selection, method, target, metric, fraction, result, pruned,
-                          timer.times, notes, round_to, seed)
-    report["analysis"] = options.as_dict()
-    report["budget"] = budget
-    report["allocation"] = allocation if method_obj.per_cost else "learned"
-    report["reconstruction"] = bool(arrays is not None and reconstruct)
+        plan.budget["probe"] = rec.extra.get("probe_steps", 0)
+    return analysis
+
+
+def verified(masked: onnx.ModelProto, pruned: onnx.ModelProto, feeds):
+    """Invariant 1: the pruned model computes what the masked one does on `feeds`, or nothing is written."""
+    result = compare(masked, pruned, feeds)
+    if not result.passed:
+        raise VerificationError(
+            f"verification failed: pruned differs from masked on output '{result.worst_output}' "
+            f"(max abs diff {result.max_abs_diff:.3g}); nothing written — please report this model"
+        )
+    return result
+
+
+def add_run_blocks(report: dict, opts: PruneOptions, plan: Plan, has_data: bool, measured, fit) -> None:
+    """The report's blocks about how this prune ran: analysis options, step budget, allocation,
+    reconstruction, the measurement and the training curve."""
+    report["analysis"] = opts.analysis.as_dict()
+    report["budget"] = plan.budget
+    report["allocation"] = plan.allocation if plan.method.per_cost else "learned"
+    report["reconstruction"] = bool(has_data and opts.reconstruct)
     if measured is not None:
         report["measured"] = measured
-    if curve:
-        report["training_curve"] = curve
-    if held_out is not None:
-        with timer("fidelity"):
-            say("measuring held-out fidelity")
-            report["fidelity"] = held_out_fidelity(loaded, pruned, held_out, labels)
-        report["timings"] = dict(timer.times, total=round(sum(timer.times.values()), 4))
-    report.update(fit.extra)
-    return PruneResult(pruned, masked, report, analysis)
+    if fit.curve:
+        report["training_curve"] = fit.curve
 
 
 def split_budget(steps: int | None, recover_steps: int | None, trains: bool, has_data: bool) -> dict:

@@ -12,6 +12,7 @@ import numpy as np
 from onnx import numpy_helper
 
 from ..errors import DataError, OnnxMorphError
+from ..options import TrainConfig
 from ..runtime import make_session
 from .batched import at_batch
 from .engine import TrainingSession, open_session
@@ -22,6 +23,7 @@ from .result import FitResult
 
 LR_PER_WEIGHT = 0.05  # Adam's default rate as a share of the median layer's RMS weight (demo: 9.6e-3)
 PROBE_RISE = 3.0  # the held-out loss may rise this much during the probe before the rate backs off
+TRAIN = TrainConfig()  # the training defaults, shared with recovery and Fisher pruning
 
 
 class TrainingDiverged(OnnxMorphError):
@@ -65,9 +67,10 @@ def _short(outs: dict) -> dict:
 class Trainer:
     """Distillation fine-tuning of `method`'s training graph over `data` (one ORT session)."""
 
-    def __init__(self, method, analysis, *, data, labels=None, seed=0, batch_size=32,
-                 lr=3e-3, optimizer="adamw", temperature=4.0, distill_weight=0.5, progress=None,
-                 sample_labels: bool = False, teacher=None, engine: str = "onnxmorph", device: str = "cpu"):
+    def __init__(self, method, analysis, *, data, labels=None, seed=0, batch_size=TRAIN.batch_size,
+                 lr=3e-3, optimizer=TRAIN.optimizer, temperature=TRAIN.temperature,
+                 distill_weight=TRAIN.distill_weight, progress=None, sample_labels: bool = False, teacher=None,
+                 engine: str = TRAIN.engine, device: str = TRAIN.device):
         self.say = progress or (lambda msg, **info: None)
         self.method, self.analysis = method, analysis
         self.rng = np.random.default_rng(seed)
@@ -298,9 +301,10 @@ class Trainer:
 
 
 def train_method(method, analysis, cost_model, *, data, seed=0, metric="macs", fraction=0.5, progress=None,
-                 labels=None, steps=400, batch_size=32, lr=None, optimizer="adamw",
-                 temperature=4.0, distill_weight=0.5, strength=None, log_every=10, checkpoint_every=0,
-                 checkpoint_dir=None, resume=None, engine="onnxmorph", device="cpu", **_ignored) -> FitResult:
+                 labels=None, steps=400, batch_size=TRAIN.batch_size, lr=None, optimizer=TRAIN.optimizer,
+                 temperature=TRAIN.temperature, distill_weight=TRAIN.distill_weight, strength=None, log_every=10,
+                 checkpoint_every=0, checkpoint_dir=None, resume=None, engine=TRAIN.engine, device=TRAIN.device,
+                 **_ignored) -> FitResult:
     """Regularized fine-tuning: the cost regularizer's strength tracks a budget shrinking to the target."""
     t0 = time.perf_counter()
     if lr is None:
@@ -388,8 +392,9 @@ def weight_scaled_lr(model, names) -> float:
 
 
 def recover(analysis, keep_units: np.ndarray, *, data, steps: int, seed=0, progress=None, labels=None,
-            batch_size=32, lr=None, optimizer="adamw", temperature=4.0, distill_weight=0.5, teacher=None,
-            engine="onnxmorph", device="cpu", **_ignored) -> FitResult:
+            batch_size=TRAIN.batch_size, lr=None, optimizer=TRAIN.optimizer, temperature=TRAIN.temperature,
+            distill_weight=TRAIN.distill_weight, teacher=None, engine=TRAIN.engine, device=TRAIN.device,
+            **_ignored) -> FitResult:
     """Distillation fine-tuning of the masked model (0/1 gates fixed to `keep_units`), starting from
     `analysis`'s current weights; `teacher`: the untouched model (default `analysis.loaded.model`).
 
