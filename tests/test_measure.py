@@ -8,7 +8,6 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 import onnxmorph
 import onnxmorph.bench.measure as measure_mod
@@ -18,6 +17,8 @@ from onnxmorph.bench.calibrate import build_chain
 from onnxmorph.errors import ShapeError, UsageError
 from onnxmorph.graph import load_model
 from onnxmorph.bench.measure import measure_latency, random_feeds
+
+import zoo
 
 PROFILE = "desktop-avx2-core"  # a roofline profile: its predictions are not this machine's
 F = 0.5
@@ -134,13 +135,7 @@ def test_measure_latency_on_real_models(demo_model):
 
 
 def test_feeds_zeros_for_integers_and_symbolic_shapes_need_feeds():
-    graph = helper.make_graph(
-        [helper.make_node("Gather", ["table", "ids"], ["y"])], "gather",
-        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])],
-        [numpy_helper.from_array(np.ones((10, 8), np.float32), "table")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    model = zoo.embedding_lookup()
     feeds = random_feeds(model)
     assert list(feeds) == ["ids"] and feeds["ids"].dtype == np.int64 and not feeds["ids"].any()
     assert measure_latency(model, model, runs=2)[0] > 0

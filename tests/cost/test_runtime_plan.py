@@ -16,22 +16,7 @@ from onnxmorph.errors import ProfileError
 from onnxmorph.graph import load_model
 
 from helpers import latency_per_op
-from zoo import GraphBuilder
-
-
-def mixed_block():
-    """conv+BN+Relu (all folded), conv+Clip (Clip runs as a pass), SiLU (ONNX Runtime: QuickGelu),
-    HardSwish (expanded into two kernels) and an Erf between convs (layout reorders around it)."""
-    b = GraphBuilder("mixed")
-    x = b.input([1, 16, 8, 8])
-    y = b.cbr(x, 16, 32, k=3)
-    c = b.conv(y, 32, 32, k=1)
-    y = b.op("Clip", [c, b.const(np.float32(0)), b.const(np.float32(6))])
-    s = b.op("Sigmoid", [y])
-    y = b.op("Mul", [y, s])
-    y = b.op("HardSwish", [b.conv(y, 32, 32, k=1)])
-    y = b.op("Erf", [b.conv(y, 32, 32, k=1)])
-    return b.build(b.conv(y, 32, 16, k=1))
+import zoo
 
 
 def measured(tables=None, op_factors=None):
@@ -44,7 +29,7 @@ def measured(tables=None, op_factors=None):
 
 
 def test_plan_maps_runtime_kernels_back_to_nodes():
-    model = load_model(mixed_block()).model
+    model = load_model(zoo.mixed_block()).model
     plan = ort_plan(model)
     assert plan is not None
     ops = {n.name: n.op_type for n in model.graph.node}
@@ -75,7 +60,7 @@ def test_plan_maps_runtime_kernels_back_to_nodes():
 
 
 def test_latency_model_charges_what_the_runtime_runs():
-    a = analyze(load_model(mixed_block()))
+    a = analyze(load_model(zoo.mixed_block()))
     prof = measured(op_factors={"QuickGelu": 3.0})
     cm = CostModel(a, prof)
     i, o = cm.alive(None)
@@ -98,7 +83,7 @@ def test_latency_model_charges_what_the_runtime_runs():
 
 
 def test_roofline_profiles_use_no_plan_and_no_reorders():
-    a = analyze(load_model(mixed_block()))
+    a = analyze(load_model(zoo.mixed_block()))
     cm = CostModel(a, {"name": "r", "peak_gflops": 100, "memory_gbps": 10})
     assert cm.latency.plan is None
     assert all(cm.latency.charge[k] == 0 for k, c in enumerate(cm.nodes) if c.extra.get("kind") == "reorder")
