@@ -675,3 +675,43 @@ def embedding_lookup():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
+
+
+# --- graphs of the training tests ---------------------------------------------------------------
+
+
+def tiny_mlp():
+    """x[N, 4] -> MatMul(w1 [4, 6]) -> Relu -> MatMul(w2 [6, 3]): (model, w1, w2), weights seeded, for
+    checking per-example signals against numpy."""
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((4, 6)).astype(np.float32)
+    w2 = rng.standard_normal((6, 3)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["a"]),
+             helper.make_node("MatMul", ["a", "w2"], ["logits"])]
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", 1, ["N", 4])],
+                          [helper.make_tensor_value_info("logits", 1, ["N", 3])],
+                          [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m, w1, w2
+
+
+def cheap_and_expensive():
+    """Two branches of 8 channels: a 1x1 conv on a 6x6 map (cheap channels) and a 3x3 on 12x12
+    (expensive ones), pooled, concatenated and classified."""
+    b = GraphBuilder("cheap_and_expensive")
+    x = b.input(["N", 3, 12, 12])
+    cheap = b.op("Relu", [b.conv(x, 3, 8, k=1, stride=2)])        # 6x6 map, 1x1 conv: cheap channels
+    big = b.op("Relu", [b.conv(x, 3, 8, k=3)])                      # 12x12 map, 3x3: expensive channels
+    pooled = b.op("Concat", [b.op("GlobalAveragePool", [cheap]), b.op("GlobalAveragePool", [big])], axis=1)
+    return b.build(b.gemm(b.op("Flatten", [pooled]), 16, 4))
+
+
+def few_expensive_many_cheap():
+    """8 expensive channels (3x3 on 12x12: 3888 MACs each) beside 256 cheap ones (1x1 on 6x6: 108)."""
+    b = GraphBuilder("few_expensive_many_cheap")
+    x = b.input(["N", 3, 12, 12])
+    big = b.op("Relu", [b.conv(x, 3, 8, k=3)])  # 3x3 on 12x12: 3888 MACs a channel
+    cheap = b.op("Relu", [b.conv(x, 3, 256, k=1, stride=2)])  # 1x1 on 6x6: 108 MACs a channel
+    pooled = b.op("Concat", [b.op("GlobalAveragePool", [big]), b.op("GlobalAveragePool", [cheap])], axis=1)
+    return b.build(b.gemm(b.op("Flatten", [pooled]), 264, 4))
