@@ -77,6 +77,8 @@ def test_prune_validates_before_reading_the_model(tmp_path):
         onnxmorph.prune(missing, options=PruneOptions(), batch_size=0)
     with pytest.raises(UsageError, match="--lr must be > 0"):
         onnxmorph.prune(missing, options=PruneOptions(train=TrainConfig(lr=-1.0)))
+    with pytest.raises(UsageError, match="--prune-every must be >= 1"):  # a sweep checks once, not per trial
+        onnxmorph.sweep(missing, data=missing, targets="flops=0.5", prune_every=0)
 
 
 def test_prune_is_a_short_sequence_of_stages():
