@@ -1,7 +1,6 @@
 """onnxmorph: exact channel pruning of ONNX graphs with hardware-aware costs."""
 
-__version__ = "0.1.0"
-
+from .version import __version__  # noqa: E402
 from .api import PruneResult, inspect, prune, summarize  # noqa: E402
 from .errors import OnnxMorphError  # noqa: E402
 from .sweep import SweepResult, sweep  # noqa: E402  (the function shadows the subpackage's name here)

@@ -177,8 +177,21 @@ def prune(
 ):
     """Prune MODEL to a cost target and write a verified, physically smaller ONNX model."""
     from . import api
+    from .options import PruneOptions
 
     try:
+        # every flag is one field of PruneOptions (or of its TrainConfig / MethodConfig): checked first
+        flags = dict(
+            method=method, target=target, labels=labels, round_to=round_to, profile=profile,
+            input_shapes=_shapes(input_shape), seed=seed, best_effort=best_effort, steps=steps,
+            recover_steps=recover_steps, image_mean=_floats(mean, "--mean"), image_std=_floats(std, "--std"),
+            attention=attention, prune_embedding=prune_embedding, measure=measure, measure_rounds=measure_rounds,
+            reconstruct=not no_reconstruct, allocation=allocation, bn_stats=bn_stats, batch_size=batch_size,
+            lr=lr, strength=strength, temperature=temperature, optimizer=optimizer, engine=engine, device=device,
+            checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir, resume=resume,
+            fisher_decay=fisher_decay, burn_in=burn_in, prune_every=prune_every, prune_per_event=prune_per_event,
+            flops_weight=flops_weight)
+        options = PruneOptions.from_keywords(**{k: v for k, v in flags.items() if v is not None})
         if not model.exists():
             raise OnnxMorphError(f"{model}: no such file")
         output = output or Path.cwd() / f"{model.stem}.pruned.onnx"
@@ -195,26 +208,9 @@ def prune(
             check_folder("--checkpoint-dir", checkpoint_dir)
         if report is not None and is_html_path(report):
             require_matplotlib()  # now, not after the prune
-        options = {k: v for k, v in (
-            ("steps", steps), ("batch_size", batch_size), ("lr", lr), ("strength", strength),
-            ("temperature", temperature), ("optimizer", optimizer), ("checkpoint_every", checkpoint_every),
-            ("checkpoint_dir", checkpoint_dir), ("resume", resume), ("fisher_decay", fisher_decay),
-            ("burn_in", burn_in), ("prune_every", prune_every), ("prune_per_event", prune_per_event),
-            ("flops_weight", flops_weight), ("engine", engine), ("device", device)) if v is not None}
-        if checkpoint_every and not checkpoint_dir:
-            raise UsageError("--checkpoint-every needs --checkpoint-dir")
-        if measure_rounds is not None and not measure:
-            raise UsageError("--measure-rounds needs --measure")
         reporter = _Reporter(quiet)
         try:
-            result = api.prune(
-                model, method=method, target=target, data=data, labels=labels, round_to=round_to, profile=profile,
-                input_shapes=_shapes(input_shape), seed=seed, best_effort=best_effort, attention=attention,
-                prune_embedding=prune_embedding, recover_steps=recover_steps, progress=reporter, measure=measure,
-                measure_rounds=3 if measure_rounds is None else measure_rounds,
-                image_mean=_floats(mean, "--mean"), image_std=_floats(std, "--std"), eval_data=eval_data,
-                allocation=allocation, reconstruct=not no_reconstruct, bn_stats=bn_stats, **options,
-            )
+            result = api.prune(model, data=data, eval_data=eval_data, progress=reporter, options=options)
         finally:
             reporter.close()
         result.save_all(output, masked=save_masked, report=report)  # all of them or none
@@ -330,8 +326,6 @@ def _floats(text: str | None, flag: str):
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
         raise UsageError(f"{flag} expects comma-separated numbers, got '{text}'") from None
-    if flag == "--std" and any(v <= 0 for v in values):
-        raise UsageError("--std values must be positive")
     return values
 
 
@@ -541,7 +535,7 @@ def profiles_calibrate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .api import write_text_atomic
-    from .cost.calibrate import GRIDS, calibrate
+    from .bench.calibrate import GRIDS, calibrate
 
     try:
         if not name.strip() or "/" in name:

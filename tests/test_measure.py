@@ -8,16 +8,17 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 import onnxmorph
-import onnxmorph.measure as measure_mod
+import onnxmorph.bench.measure as measure_mod
 from onnxmorph.analysis import analyze
 from onnxmorph.cost import CostModel
-from onnxmorph.cost.calibrate import build_chain
+from onnxmorph.bench.calibrate import build_chain
 from onnxmorph.errors import ShapeError, UsageError
 from onnxmorph.graph import load_model
-from onnxmorph.measure import measure_latency, random_feeds
+from onnxmorph.bench.measure import measure_latency, random_feeds
+
+import zoo
 
 PROFILE = "desktop-avx2-core"  # a roofline profile: its predictions are not this machine's
 F = 0.5
@@ -138,13 +139,7 @@ def test_measure_latency_on_real_models(demo_model):
 
 
 def test_feeds_zeros_for_integers_and_symbolic_shapes_need_feeds():
-    graph = helper.make_graph(
-        [helper.make_node("Gather", ["table", "ids"], ["y"])], "gather",
-        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])],
-        [numpy_helper.from_array(np.ones((10, 8), np.float32), "table")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    model = zoo.embedding_lookup()
     feeds = random_feeds(model)
     assert list(feeds) == ["ids"] and feeds["ids"].dtype == np.int64 and not feeds["ids"].any()
     assert measure_latency(model, model, runs=2)[0] > 0
@@ -177,7 +172,7 @@ def test_cli_measure(tmp_path, demo_model):
 
 
 def test_next_fraction_uses_the_secant_when_measurements_lag():
-    from onnxmorph.api import measure_margin, next_fraction
+    from onnxmorph.bench.retarget import measure_margin, next_fraction
 
     def measured(p):  # pruning only part of the time away: measured moves at 0.55x the prediction
         return 0.25 + 0.55 * p
@@ -264,7 +259,7 @@ def test_collect_pairs_keeps_the_time_limit():
 
 
 def test_margin_grows_with_the_noise():
-    from onnxmorph.api import MAX_MARGIN, MIN_MARGIN, measure_margin, met_below
+    from onnxmorph.bench.retarget import MAX_MARGIN, MIN_MARGIN, measure_margin, met_below
 
     margins = [measure_margin(se) for se in (0.0, 0.005, 0.01, 0.02, 0.05, np.inf)]
     assert margins == pytest.approx([0.01, 0.021632, 0.033264, 0.066528, 0.10, 0.10], abs=1e-5)
@@ -277,7 +272,7 @@ def test_margin_grows_with_the_noise():
 
 
 def test_a_ratio_measured_at_the_target_with_noise_is_not_met():
-    from onnxmorph.api import measured_met
+    from onnxmorph.bench.retarget import measured_met
 
     assert measured_met(0.5, 0.0, F)  # no noise estimate: plainly <= F, as before
     assert not measured_met(0.5, 0.01, F)  # right at F with 1 % noise: a coin toss next time
@@ -287,7 +282,7 @@ def test_a_ratio_measured_at_the_target_with_noise_is_not_met():
 
 
 def test_next_fraction_aims_lower_with_more_noise():
-    from onnxmorph.api import next_fraction
+    from onnxmorph.bench.retarget import next_fraction
 
     steps = [next_fraction([(0.5, 0.55)], F, se) for se in (0.0, 0.005, 0.01, 0.02)]
     assert steps == pytest.approx([0.45, 0.444713, 0.439426, 0.424306], abs=1e-6)  # 0.5 * aim / 0.55
@@ -316,7 +311,7 @@ def test_a_met_round_that_a_second_measurement_does_not_confirm_is_not_met(monke
 
 
 def test_measured_at_the_target_with_noise_retargets_and_is_never_met(monkeypatch, demo_model):
-    from onnxmorph.api import measure_margin
+    from onnxmorph.bench.retarget import measure_margin
 
     seen = fake_measurement(monkeypatch, ratio=F, rel_se=0.01)
     res = onnxmorph.prune(demo_model, target=f"latency={F}", profile=PROFILE, measure=True)

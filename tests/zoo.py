@@ -521,3 +521,197 @@ def cosine_attention():
 
 TRANSFORMERS = [vit_encoder, bert_encoder, decomposed_ln_encoder, swin_block, einsum_attention, cosine_attention]
 ZOO.update({f.__name__: f for f in TRANSFORMERS})
+
+
+# --- small graphs the cost, latency, loading and measurement tests price or load -------------------
+
+
+def broadcast_scale(c=32, side=4):
+    """x * Sigmoid(conv(GAP(x))) without BN: the scale multiplies [1,C,H,W] by [1,C,1,1], i.e. C spans."""
+    b = GraphBuilder("se")
+    x = b.conv(b.input([1, 8, side, side]), 8, c, k=1)
+    g = b.conv(b.op("GlobalAveragePool", [x]), c, c, k=1)
+    return b.build(b.op("Mul", [x, b.op("Sigmoid", [g])]))
+
+
+def row_bias_add():
+    """[1, 6, 24] + [1, 1, 24]: a bias broadcast over the rows of a sequence."""
+    b = GraphBuilder("bias")
+    x = b.matmul(b.input([1, 6, 16]), 16, 24)
+    return b.build(b.op("Add", [x, b.matmul(b.input([1, 1, 16], name="t"), 16, 24)]))
+
+
+def same_shape_add():
+    """Two 1x1 convs of one input added: an element-wise op without broadcasting."""
+    b = GraphBuilder("add")
+    x = b.input([1, 8, 4, 4])
+    return b.build(b.op("Add", [b.conv(x, 8, 8, k=1), b.conv(x, 8, 8, k=1)]))
+
+
+def softmax_rows_and_transposes():
+    """A softmax over rows of 48, then two Transposes of its [1, 10, 4, 12] view: one moves rows of
+    12, the other single elements."""
+    b = GraphBuilder("rows")
+    x = b.matmul(b.input([1, 10, 16]), 16, 48)
+    s = b.op("Softmax", [x], axis=-1)
+    y = b.op("Reshape", [s, b.const(np.array([1, 10, 4, 12], dtype=np.int64))])
+    t1 = b.op("Transpose", [y], perm=[0, 2, 1, 3])  # moves rows of 12
+    t2 = b.op("Transpose", [y], perm=[0, 1, 3, 2])  # moves single elements
+    return b.build(t1, t2)
+
+
+def nhwc_and_window_transposes():
+    """NCHW -> NHWC (one axis moves) and a MaxViT-style window partition (element by element)."""
+    b = GraphBuilder("transposes")
+    x = b.op("Sigmoid", [b.input([1, 16, 8, 8])])  # not a conv: ONNX Runtime folds NHWC into its reorder
+    nhwc = b.op("Transpose", [x], perm=[0, 2, 3, 1])
+    part = b.op("Reshape", [x, b.const(np.array([1, 16, 2, 4, 2, 4], np.int64))])
+    windows = b.op("Transpose", [part], perm=[0, 2, 4, 3, 5, 1])
+    return b.build(nhwc, windows)
+
+
+def view_between_activations():
+    """conv -> Erf -> Reshape -> Tanh: a Reshape ONNX Runtime runs as a view kernel."""
+    b = GraphBuilder("views")
+    x = b.conv(b.input([1, 8, 4, 4]), 8, 16, k=1)
+    y = b.op("Reshape", [b.op("Erf", [x]), b.const(np.array([1, 16, 16], dtype=np.int64))])
+    return b.build(b.op("Tanh", [y]))
+
+
+def qkv_gathers():
+    """A fused QKV projection split by three Gathers (ONNX Runtime: one Split and three Squeezes),
+    ending in a HardSwish (HardSigmoid + Mul)."""
+    b = GraphBuilder("qkv")
+    y = b.matmul(b.input([1, 8, 16]), 16, 48)
+    y = b.op("Reshape", [y, b.const(np.array([1, 8, 3, 16], dtype=np.int64))])
+    y = b.op("Transpose", [y], perm=[2, 0, 1, 3])
+    q, k, v = (b.op("Gather", [y, b.const(np.array(j, dtype=np.int64))], axis=0) for j in range(3))
+    return b.build(b.op("HardSwish", [b.op("Mul", [b.op("Add", [q, k]), v])]))
+
+
+def grouped_between_pointwise():
+    """1x1 conv -> 3x3 conv in 4 groups of 8 -> 1x1 conv (ResNeXt's pattern)."""
+    b = GraphBuilder("grouped")
+    x = b.conv(b.input([1, 8, 8, 8]), 8, 32, k=1)
+    return b.build(b.conv(b.conv(x, 32, 32, k=3, group=4), 32, 16, k=1))
+
+
+def memory_vs_compute():
+    """G1: 16 channels on a 96x96 map (few MACs, lots of bytes); G2/G3: 64 channels on 8x8 (the MACs)."""
+    b = GraphBuilder("memory_vs_compute", seed=1)
+    x = b.input([1, 1, 96, 96])
+    y = b.op("Relu", [b.conv(x, 1, 16, k=1)])                 # G1: wide map, cheap in MACs
+    y = b.op("Relu", [b.conv(y, 16, 64, k=1, stride=12)])     # G2: 8x8
+    y = b.op("Relu", [b.conv(y, 64, 64, k=3)])                # G3: 8x8, most of the MACs
+    return b.build(b.head(y, 64, classes=10))
+
+
+def single_conv(cin, cout, side, k):
+    b = GraphBuilder("single_conv")
+    x = b.input([1, cin, side, side])
+    return b.build(b.conv(x, cin, cout, k=k, bias=False))
+
+
+def mixed_block():
+    """conv+BN+Relu (all folded), conv+Clip (Clip runs as a pass), SiLU (ONNX Runtime: QuickGelu),
+    HardSwish (expanded into two kernels) and an Erf between convs (layout reorders around it)."""
+    b = GraphBuilder("mixed")
+    x = b.input([1, 16, 8, 8])
+    y = b.cbr(x, 16, 32, k=3)
+    c = b.conv(y, 32, 32, k=1)
+    y = b.op("Clip", [c, b.const(np.float32(0)), b.const(np.float32(6))])
+    s = b.op("Sigmoid", [y])
+    y = b.op("Mul", [y, s])
+    y = b.op("HardSwish", [b.conv(y, 32, 32, k=1)])
+    y = b.op("Erf", [b.conv(y, 32, 32, k=1)])
+    return b.build(b.conv(y, 32, 16, k=1))
+
+
+def two_pointwise():
+    """Two 1x1 convs without bias on a 32x32 map: memory-bound on a 10:1 roofline."""
+    b = GraphBuilder("two_1x1")
+    x = b.input([1, 16, 32, 32])
+    return b.build(b.conv(b.conv(x, 16, 16, k=1, bias=False), 16, 16, k=1, bias=False))
+
+
+def symbolic_spatial():
+    """Input [N, 3, H, W]: the spatial dims need --input-shape."""
+    b = GraphBuilder("spatial")
+    x = b.input(["N", 3, "H", "W"])
+    return b.build(b.op("Relu", [b.conv(x, 3, 4)]))
+
+
+def constant_node_scale():
+    """A per-channel scale given by a Constant node (not an initializer) between two convs."""
+    b = GraphBuilder("const_nodes")
+    x = b.input([1, 3, 8, 8])
+    y = b.conv(x, 3, 8)
+    b.nodes.append(helper.make_node("Constant", [], ["scale"], value=helper.make_tensor(
+        "v", TensorProto.FLOAT, [1, 8, 1, 1], np.linspace(0.5, 1.5, 8).tolist())))
+    y = b.op("Mul", [y, "scale"])
+    return b.build(b.conv(y, 8, 4, k=1))
+
+
+def opset9_convs():
+    """Two convs at opset 9: the loader converts the opset."""
+    b = GraphBuilder("opset9", opset=9)
+    x = b.input([1, 3, 8, 8])
+    y = b.op("Relu", [b.conv(x, 3, 8)])
+    return b.build(b.conv(y, 8, 4, k=1))
+
+
+def empty_graph():
+    """A model without nodes, inputs or outputs (invalid on purpose)."""
+    return helper.make_model(helper.make_graph([], "empty", [], []))
+
+
+def embedding_lookup():
+    """Gather of a [10, 8] table by int64 ids [1, 4]: a model whose input is integer."""
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["y"])], "gather",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])],
+        [numpy_helper.from_array(np.ones((10, 8), np.float32), "table")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+# --- graphs of the training tests ---------------------------------------------------------------
+
+
+def tiny_mlp():
+    """x[N, 4] -> MatMul(w1 [4, 6]) -> Relu -> MatMul(w2 [6, 3]): (model, w1, w2), weights seeded, for
+    checking per-example signals against numpy."""
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((4, 6)).astype(np.float32)
+    w2 = rng.standard_normal((6, 3)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["a"]),
+             helper.make_node("MatMul", ["a", "w2"], ["logits"])]
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", 1, ["N", 4])],
+                          [helper.make_tensor_value_info("logits", 1, ["N", 3])],
+                          [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m, w1, w2
+
+
+def cheap_and_expensive():
+    """Two branches of 8 channels: a 1x1 conv on a 6x6 map (cheap channels) and a 3x3 on 12x12
+    (expensive ones), pooled, concatenated and classified."""
+    b = GraphBuilder("cheap_and_expensive")
+    x = b.input(["N", 3, 12, 12])
+    cheap = b.op("Relu", [b.conv(x, 3, 8, k=1, stride=2)])        # 6x6 map, 1x1 conv: cheap channels
+    big = b.op("Relu", [b.conv(x, 3, 8, k=3)])                      # 12x12 map, 3x3: expensive channels
+    pooled = b.op("Concat", [b.op("GlobalAveragePool", [cheap]), b.op("GlobalAveragePool", [big])], axis=1)
+    return b.build(b.gemm(b.op("Flatten", [pooled]), 16, 4))
+
+
+def few_expensive_many_cheap():
+    """8 expensive channels (3x3 on 12x12: 3888 MACs each) beside 256 cheap ones (1x1 on 6x6: 108)."""
+    b = GraphBuilder("few_expensive_many_cheap")
+    x = b.input(["N", 3, 12, 12])
+    big = b.op("Relu", [b.conv(x, 3, 8, k=3)])  # 3x3 on 12x12: 3888 MACs a channel
+    cheap = b.op("Relu", [b.conv(x, 3, 256, k=1, stride=2)])  # 1x1 on 6x6: 108 MACs a channel
+    pooled = b.op("Concat", [b.op("GlobalAveragePool", [big]), b.op("GlobalAveragePool", [cheap])], axis=1)
+    return b.build(b.gemm(b.op("Flatten", [pooled]), 264, 4))

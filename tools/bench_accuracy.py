@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import onnxmorph  # noqa: E402
-from onnxmorph.methods.base import method_names  # noqa: E402
+from onnxmorph.methods import method_names  # noqa: E402
 from onnxmorph.runtime import make_session  # noqa: E402
 
 TP_METHODS = {"tp-l1": "l1", "tp-taylor": "taylor"}

@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import onnxmorph  # noqa: E402
 from onnxmorph.analysis import analyze  # noqa: E402
 from onnxmorph.cost import CostModel  # noqa: E402
-from onnxmorph.cost.calibrate import MachineSpeed, flush_caches, reference_model  # noqa: E402
+from onnxmorph.bench.quiet import MachineSpeed  # noqa: E402
+from onnxmorph.bench.timing import flush_caches, reference_model  # noqa: E402
 from onnxmorph.cost.profile import load_profile  # noqa: E402
 from onnxmorph.graph import load_model  # noqa: E402
 from onnxmorph.runtime import make_session  # noqa: E402

@@ -24,7 +24,7 @@ Step 3 (table): merges prune.json with the bench_latency.py --json files OUT/lat
     # optional repeat of both measurements: same commands with --json /work/zoo-lat/lat_<target>_rep2.json
     python tools/bench_latency_target.py table --out /work/zoo-lat
 
-`measured`: one command for the closed loop (`prune(..., measure=True)`, see onnxmorph/measure.py):
+`measured`: one command for the closed loop (`prune(..., measure=True)`, see onnxmorph/bench/measure.py):
     python tools/bench_latency_target.py measured --zoo /work/zoo --json /work/zoo-lat/measured.json
 """
 from __future__ import annotations
@@ -172,7 +172,7 @@ def do_measured(args) -> int:
     fastest of noisy measurements biases the loop's own number down; the re-measurement does not)."""
 
     import onnxmorph
-    from onnxmorph.measure import measured_ratio
+    from onnxmorph.bench.measure import measured_ratio
 
     zoo = Path(args.zoo)
     rows = {}

@@ -226,7 +226,7 @@ class OnnxWorker:
         import numpy as np
 
         import onnxmorph
-        from onnxmorph.methods.trained import FixedMask
+        from onnxmorph.train.instrument import FixedMask
         from onnxmorph.train.graph import REG_STRENGTH, REG_WEIGHTS, UNIT_MASK
         from onnxmorph.train.loop import Trainer
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..cost.latency import declare_memory_cost
-from ..cost.node_cost import Bilinear, NodeCost
+from .memory_cost import declare_memory_cost
+from .node_cost import Bilinear, NodeCost
 from ..graph.load import LoadedModel
 from .channels import ChannelMap, ElementTable, resolve_rectangles
 from .handlers import handler_for
-from .handlers.leaf import LEAF
+from .handlers import LEAF
 from .options import AnalysisOptions
 
 

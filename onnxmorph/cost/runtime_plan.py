@@ -20,13 +20,13 @@ from pathlib import Path
 
 import onnx
 
+from ..ops import VIEW_KERNELS
+
 NCHWC_SUFFIX = "_nchwc"
 REORDERS = ("ReorderInput", "ReorderOutput")
 CONV_OPS = ("Conv", "FusedConv")
 # activations MLAS applies inside the convolution's kernel loop; others run as a pass over the output
 FREE_ACTIVATIONS = ("Relu", "")
-# kernels that hand their input buffer on under a new shape: a fixed cost, no pass over the data
-VIEW_KERNELS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Dropout"})
 
 
 @dataclass

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
-from ..errors import UsageError
+from ..train.result import FitResult
 
 _METHODS: dict[str, type["PruningMethod"]] = {}
-
-
-@dataclass
-class FitResult:
-    """What a method hands to the decision: unit importance, and fine-tuned weights if it trained."""
-
-    importance: np.ndarray
-    params: dict[str, np.ndarray] = field(default_factory=dict)
-    curve: list[dict] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    extra: dict = field(default_factory=dict)  # method-specific report entries (e.g. pruning order)
 
 
 class PruningMethod:
@@ -54,17 +41,10 @@ def register_method(cls):
     return cls
 
 
-def method_names() -> list[str]:
-    _load_all()
+def method_class(name: str) -> type[PruningMethod] | None:
+    """The method registered as `name` (None: none is)."""
+    return _METHODS.get(name)
+
+
+def registered_methods() -> list[str]:
     return sorted(_METHODS)
-
-
-def get_method(name: str, **options) -> PruningMethod:
-    _load_all()
-    if name not in _METHODS:
-        raise UsageError(f"unknown method '{name}': choose one of {', '.join(sorted(_METHODS))}")
-    return _METHODS[name](**options)
-
-
-def _load_all() -> None:
-    from . import fisher, magnitude, trained  # noqa: F401

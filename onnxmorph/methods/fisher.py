@@ -19,12 +19,16 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..errors import UsageError
+from ..options import TrainConfig
 from ..gates import gate_shape, insert_gates
-from .base import FitResult, register_method
-from .trained import Instrumented, TrainedMethod
+from ..train.instrument import Instrumented
+from ..train.result import FitResult
+from .base import register_method
+from .trained import TrainedMethod
 
 FISHER_MASK = "onnxmorph_fisher_mask"
 SCHEDULE_END = 0.85  # share of the steps by which removals reach the target; the rest trains the final shape
+TRAIN = TrainConfig()  # the training defaults
 OVERSHOOT = 0.02  # the last removals avoid going more than this share below the target when they can
 
 
@@ -84,8 +88,9 @@ class FisherMethod(TrainedMethod):
 
     # the pruning loop
     def _fit(self, analysis, cost_model, *, data, seed=0, metric="macs", fraction=0.5, progress=None,
-             labels=None, steps=400, batch_size=32, lr=None, optimizer="adamw", temperature=4.0,
-             distill_weight=0.5, engine="onnxmorph", device="cpu", **_ignored) -> FitResult:
+             labels=None, steps=400, batch_size=TRAIN.batch_size, lr=None, optimizer=TRAIN.optimizer,
+             temperature=TRAIN.temperature, distill_weight=TRAIN.distill_weight, engine=TRAIN.engine,
+             device=TRAIN.device, **_ignored) -> FitResult:
         from ..methods.decide import RemovalState
         from ..train.graph import weight_initializers
         from ..train.loop import Trainer, damage_share, probe_steps, weight_scaled_lr

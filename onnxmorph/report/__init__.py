@@ -1,2 +1,1 @@
-"""Reports of a prune: the report dict (`onnxmorph prune --report PATH.json`) and the human report,
-one self-contained HTML page rendered from that dict alone (`--report PATH.html`, `onnxmorph report`)."""
+"""Reports of a prune: the JSON report dict (`build.py`) and what renders it for people."""

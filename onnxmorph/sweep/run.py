@@ -13,8 +13,9 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..errors import DataError, ModelLoadError, UsageError
+from ..options import PruneOptions
 from .front import fronts
 from .pick import PickResult, parse_constraints
 from .pick import pick as choose
@@ -112,6 +113,7 @@ def sweep(
         targets, methods, profile, pick, labels, measure, workers, trial_cpus, trial_gpus, ray)
     if steps is not None:
         prune_options["steps"] = steps
+    PruneOptions.from_keywords(labels=labels, seed=seed, **prune_options)  # a bad option fails here, not per trial
 
     import onnx
 

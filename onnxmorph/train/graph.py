@@ -16,14 +16,9 @@ import onnx_graphsurgeon as gs
 from ..graph.builder import NodeBuilder
 from ..graph.export import export_graph
 from ..graph.outputs import classify_output
+from ..ops import LINEAR_OPS, WEIGHT_SLOTS
 from .lowering import lower_for_training
 
-# constant operand slots holding learnable weights, per op type
-WEIGHT_SLOTS = {
-    "Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (1,), "BatchNormalization": (1, 2),
-    "InstanceNormalization": (1, 2), "LayerNormalization": (1, 2), "PRelu": (1,),
-}
-LINEAR_OPS = ("MatMul", "Gemm", "Conv")
 
 REG_WEIGHTS = "onnxmorph_reg_weights"
 REG_STRENGTH = "onnxmorph_reg_strength"

@@ -12,11 +12,13 @@ import numpy as np
 from onnx import numpy_helper
 
 from ..errors import DataError, OnnxMorphError
-from ..methods.base import FitResult
+from ..options import TrainConfig
 from ..runtime import make_session
-from .engine import TrainingSession, open_session
 from .batched import at_batch
+from .engine import TrainingSession, open_session
 from .graph import LABELS, REG_STRENGTH, REG_WEIGHTS, UNIT_MASK, build_training_graph, loss_spec, weight_initializers
+from .instrument import FixedMask
+from .result import FitResult
 
 
 LR_PER_WEIGHT = 0.05  # Adam's default rate as a share of the median layer's RMS weight (demo: 9.6e-3)
@@ -31,6 +33,9 @@ DAMAGE_SHARE = 0.05
 
 def damage_share(fraction: float) -> float:
     return min(1.0, DAMAGE_SHARE / max(fraction, 1e-6) ** 2)
+
+
+TRAIN = TrainConfig()  # the training defaults, shared with recovery and Fisher pruning
 
 
 class TrainingDiverged(OnnxMorphError):
@@ -74,9 +79,10 @@ def _short(outs: dict) -> dict:
 class Trainer:
     """Distillation fine-tuning of `method`'s training graph over `data` (one ORT session)."""
 
-    def __init__(self, method, analysis, *, data, labels=None, seed=0, batch_size=32,
-                 lr=3e-3, optimizer="adamw", temperature=4.0, distill_weight=0.5, progress=None,
-                 sample_labels: bool = False, teacher=None, engine: str = "onnxmorph", device: str = "cpu"):
+    def __init__(self, method, analysis, *, data, labels=None, seed=0, batch_size=TRAIN.batch_size,
+                 lr=3e-3, optimizer=TRAIN.optimizer, temperature=TRAIN.temperature,
+                 distill_weight=TRAIN.distill_weight, progress=None, sample_labels: bool = False, teacher=None,
+                 engine: str = TRAIN.engine, device: str = TRAIN.device):
         self.say = progress or (lambda msg, **info: None)
         self.method, self.analysis = method, analysis
         self.rng = np.random.default_rng(seed)
@@ -350,9 +356,10 @@ class Trainer:
 
 
 def train_method(method, analysis, cost_model, *, data, seed=0, metric="macs", fraction=0.5, progress=None,
-                 labels=None, steps=400, batch_size=32, lr=None, optimizer="adamw",
-                 temperature=4.0, distill_weight=0.5, strength=None, log_every=10, checkpoint_every=0,
-                 checkpoint_dir=None, resume=None, engine="onnxmorph", device="cpu", **_ignored) -> FitResult:
+                 labels=None, steps=400, batch_size=TRAIN.batch_size, lr=None, optimizer=TRAIN.optimizer,
+                 temperature=TRAIN.temperature, distill_weight=TRAIN.distill_weight, strength=None, log_every=10,
+                 checkpoint_every=0, checkpoint_dir=None, resume=None, engine=TRAIN.engine, device=TRAIN.device,
+                 **_ignored) -> FitResult:
     """Regularized fine-tuning: the cost regularizer's strength tracks a budget shrinking to the target."""
     t0 = time.perf_counter()
     auto_lr = lr is None
@@ -451,16 +458,15 @@ def weight_scaled_lr(model, names) -> float:
 
 
 def recover(analysis, keep_units: np.ndarray, *, data, steps: int, seed=0, progress=None, labels=None,
-            batch_size=32, lr=None, optimizer="adamw", temperature=4.0, distill_weight=0.5, teacher=None,
-            engine="onnxmorph", device="cpu", **_ignored) -> FitResult:
+            batch_size=TRAIN.batch_size, lr=None, optimizer=TRAIN.optimizer, temperature=TRAIN.temperature,
+            distill_weight=TRAIN.distill_weight, teacher=None, engine=TRAIN.engine, device=TRAIN.device,
+            **_ignored) -> FitResult:
     """Distillation fine-tuning of the masked model (0/1 gates fixed to `keep_units`), starting from
     `analysis`'s current weights; `teacher`: the untouched model (default `analysis.loaded.model`).
 
     `steps` optimizer steps in all: with `lr` None, a few go to a probe that picks the learning rate
     backing off from `weight_scaled_lr` (of the teacher's weights) until the held-out loss falls.
     The weights end at the state of lowest held-out loss."""
-    from ..methods.trained import FixedMask
-
     t0 = time.perf_counter()
     names = weight_initializers(analysis.loaded.graph())
     base = weight_scaled_lr(teacher or analysis.loaded.model, names) if lr is None else lr

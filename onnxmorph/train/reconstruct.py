@@ -23,9 +23,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..ops import LINEAR_OPS
 from ..runtime import make_session
 
-LINEAR_OPS = ("Conv", "Gemm", "MatMul")
 MAX_FEATURES = 6144  # one solve of D x D in float64; wider layers are left as they are
 RECONSTRUCT_SECONDS = 120.0  # reconstruct_cut's time budget: later waves are skipped past it
 ROWS_PER_BATCH = 4096  # positions sampled per batch and layer (a 56x56 map has 3136 per image)

@@ -5,6 +5,7 @@ import pytest
 
 from onnxmorph.analysis import analyze
 from onnxmorph.cost import CostModel
+from onnxmorph.bench import products
 from onnxmorph.cost import batched_matmul
 from onnxmorph.cost.profile import profile_from_dict
 from onnxmorph.errors import ProfileError
@@ -24,7 +25,7 @@ def profile(products=None):
 
 
 def test_fit_recovers_the_coefficients_of_timings_that_follow_the_formula():
-    points = batched_matmul.shapes(tokens=(16, 49, 196), head_dims=(16, 64))
+    points = products.shapes(tokens=(16, 49, 196), head_dims=(16, 64))
     seconds = batched_matmul.seconds(COEF, *np.asarray(points, dtype=float).T)
     fitted = batched_matmul.fit(points, list(seconds))
     for name, value in COEF.items():
@@ -35,7 +36,7 @@ def test_fit_keeps_every_coefficient_non_negative():
     """Timings with no packing cost and a little noise: a negative 'pack' is dropped, not kept."""
     rng = np.random.default_rng(0)
     truth = {"call": 5e-6, "pack": 0.0, "write": 2e-9, "mac": 1e-11}
-    points = batched_matmul.shapes(tokens=(16, 64, 256), head_dims=(16, 32, 128))
+    points = products.shapes(tokens=(16, 64, 256), head_dims=(16, 32, 128))
     seconds = batched_matmul.seconds(truth, *np.asarray(points, dtype=float).T)
     fitted = batched_matmul.fit(points, list(seconds * rng.uniform(0.97, 1.03, len(seconds))))
     assert all(v >= 0 for v in fitted.values())
@@ -84,9 +85,9 @@ def test_measured_products_fit_their_own_timings():
     """A real (small) measurement on this machine, MatMul and Einsum: each fit reproduces the
     products it was fitted to within 35 % (median; five coefficients for eight shapes) and their
     total within 25 %."""
-    points = batched_matmul.shapes(tokens=(16, 64), head_dims=(16, 64))
-    for op in batched_matmul.OPS:
-        times = np.array([batched_matmul.product_seconds(*p, threads=1, runs=5, flush=True, op=op) for p in points])
+    points = products.shapes(tokens=(16, 64), head_dims=(16, 64))
+    for op in products.OPS:
+        times = np.array([products.product_seconds(*p, threads=1, runs=5, flush=True, op=op) for p in points])
         fitted = batched_matmul.fit(points, list(times), columns=16)
         predicted = batched_matmul.seconds(fitted, *np.asarray(points, dtype=float).T)
         assert np.median(np.abs(predicted / times - 1)) < 0.35, op
@@ -101,9 +102,9 @@ def test_measure_fits_matmul_and_einsum_coefficients_separately(monkeypatch):
     def fake(batch, m, k, n, *, threads, runs, flush, op="MatMul"):
         return float(batched_matmul.seconds(einsum if op == "Einsum" else COEF, batch, m, k, n))
 
-    monkeypatch.setattr(batched_matmul, "product_seconds", fake)
-    points = batched_matmul.shapes(tokens=(16, 49, 196), head_dims=(16, 64))
-    coef = batched_matmul.measure(threads=1, runs=1, flush=False, points=points)
+    monkeypatch.setattr(products, "product_seconds", fake)
+    points = products.shapes(tokens=(16, 49, 196), head_dims=(16, 64))
+    coef = products.measure(threads=1, runs=1, flush=False, points=points)
     for name, value in COEF.items():
         assert coef[name] == pytest.approx(value, rel=1e-3)
         assert coef[f"einsum_{name}"] == pytest.approx(2 * value, rel=1e-3)

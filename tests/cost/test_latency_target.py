@@ -13,7 +13,7 @@ from onnxmorph.cost import CostModel
 from onnxmorph.errors import UsageError
 from onnxmorph.graph import load_model
 
-from zoo import GraphBuilder
+import zoo
 
 # 100 GFLOP/s and 10 GB/s: ridge at 10 FLOP/byte. Activation maps on 96x96 are memory-bound, a 3x3
 # conv with 64 channels on 8x8 is compute-bound.
@@ -21,22 +21,12 @@ PROFILE = {"name": "ridge10", "peak_gflops": 100, "memory_gbps": 10, "dtype_byte
            "fusion": True, "source": "test"}
 
 
-def memory_vs_compute():
-    """G1: 16 channels on a 96x96 map (few MACs, lots of bytes); G2/G3: 64 channels on 8x8 (the MACs)."""
-    b = GraphBuilder("memory_vs_compute", seed=1)
-    x = b.input([1, 1, 96, 96])
-    y = b.op("Relu", [b.conv(x, 1, 16, k=1)])                 # G1: wide map, cheap in MACs
-    y = b.op("Relu", [b.conv(y, 16, 64, k=1, stride=12)])     # G2: 8x8
-    y = b.op("Relu", [b.conv(y, 64, 64, k=3)])                # G3: 8x8, most of the MACs
-    return b.build(b.head(y, 64, classes=10))
-
-
 def kept_by_layer(report):
     return {g["name"]: g["kept"] for g in report["groups"]}
 
 
 def test_latency_and_flops_targets_remove_different_channels(tmp_path):
-    model = memory_vs_compute()
+    model = zoo.memory_vs_compute()
     profile_path = tmp_path / "ridge10.json"
     profile_path.write_text(json.dumps(PROFILE))
     # both ranked per unit of their own cost (the default for latency targets; flops default to uniform)
@@ -66,11 +56,11 @@ def test_latency_and_flops_targets_remove_different_channels(tmp_path):
 
 def test_latency_target_without_profile_is_a_usage_error():
     with pytest.raises(UsageError, match="needs a hardware profile"):
-        onnxmorph.prune(memory_vs_compute(), target="latency=0.5")
+        onnxmorph.prune(zoo.memory_vs_compute(), target="latency=0.5")
 
 
 def test_round_to_defaults_to_the_profile_channel_multiple():
-    model = memory_vs_compute()
+    model = zoo.memory_vs_compute()
     res = onnxmorph.prune(model, target="flops=0.5", profile=dict(PROFILE, channel_multiple=8))
     assert res.report["target"]["round_to"] == 8
     for g in res.report["groups"]:
@@ -84,10 +74,10 @@ def test_round_to_defaults_to_the_profile_channel_multiple():
 
 
 def test_inspect_summary_has_latency(tmp_path):
-    summary = onnxmorph.summarize(onnxmorph.inspect(memory_vs_compute()), "t4")
+    summary = onnxmorph.summarize(onnxmorph.inspect(zoo.memory_vs_compute()), "t4")
     assert summary["profile"] == "t4" and summary["latency_ms"] > 0
     shares = [g["latency_share"] for g in summary["groups"] if g["prunable"]]
     assert len(shares) == 3 and all(0 <= s <= 1 for s in shares)
-    assert "latency_ms" not in onnxmorph.summarize(onnxmorph.inspect(memory_vs_compute()))
-    onnx.checker.check_model(memory_vs_compute())
+    assert "latency_ms" not in onnxmorph.summarize(onnxmorph.inspect(zoo.memory_vs_compute()))
+    onnx.checker.check_model(zoo.memory_vs_compute())
     assert np.isfinite(summary["latency_ms"])

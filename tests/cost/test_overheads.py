@@ -6,15 +6,17 @@ import pytest
 
 from onnxmorph.analysis import analyze
 from onnxmorph.cost import CostModel
-from onnxmorph.cost.calibrate import MachineSpeed
-from onnxmorph.cost.op_factors import probe_shapes, relative, transpose_class
+from onnxmorph.bench.op_factors import probe_shapes
+from onnxmorph.bench.quiet import MachineSpeed
+from onnxmorph.cost.op_factors import relative
+from onnxmorph.ops import transpose_class
 from onnxmorph.cost.profile import profile_from_dict
 from onnxmorph.cost.runtime_plan import ort_plan
 from onnxmorph.errors import ProfileError
 from onnxmorph.graph import load_model
 
 from helpers import latency_per_op
-from zoo import GraphBuilder
+import zoo
 
 TABLE = {"channels": [8, 64], "sizes": [1, 256], "seconds": [[1e-6, 1e-5], [1e-5, 1e-4]],
          "work": [[100, 1000], [1000, 10000]]}
@@ -36,16 +38,8 @@ def profile(op_factors=None, overheads=None):
                               "measured": {}})
 
 
-def squeeze_excite(c=32, side=4):
-    """x * Sigmoid(conv(GAP(x))): the scale multiplies [1,C,H,W] by [1,C,1,1], i.e. C spans."""
-    b = GraphBuilder("se")
-    x = b.conv(b.input([1, 8, side, side]), 8, c, k=1)
-    g = b.conv(b.op("GlobalAveragePool", [x]), c, c, k=1)
-    return b.build(b.op("Mul", [x, b.op("Sigmoid", [g])]))
-
-
 def test_broadcast_spans_cost_per_span_and_shrink_with_channels():
-    a = analyze(load_model(squeeze_excite(c=32)))
+    a = analyze(load_model(zoo.broadcast_scale(c=32)))
     span = 1e-6
     with_spans = CostModel(a, profile(overheads={"broadcast_span": span}))
     without = CostModel(a, profile())
@@ -65,9 +59,7 @@ def test_broadcast_spans_cost_per_span_and_shrink_with_channels():
 
 
 def test_a_bias_over_the_last_axis_is_one_span_per_row_whatever_the_channels():
-    b = GraphBuilder("bias")
-    x = b.matmul(b.input([1, 6, 16]), 16, 24)
-    model = b.build(b.op("Add", [x, b.matmul(b.input([1, 1, 16], name="t"), 16, 24)]))
+    model = zoo.row_bias_add()
     a = analyze(load_model(model))
     cm = CostModel(a, profile(overheads={"broadcast_span": 1e-6}))
     add = [c for c in cm.nodes if c.op == "Add" and ("spans_c" in c.extra or "spans_d" in c.extra)]
@@ -75,21 +67,13 @@ def test_a_bias_over_the_last_axis_is_one_span_per_row_whatever_the_channels():
 
 
 def test_same_shape_element_wise_ops_have_no_spans():
-    b = GraphBuilder("add")
-    x = b.input([1, 8, 4, 4])
-    model = b.build(b.op("Add", [b.conv(x, 8, 8, k=1), b.conv(x, 8, 8, k=1)]))
+    model = zoo.same_shape_add()
     cm = CostModel(analyze(load_model(model)), profile(overheads={"broadcast_span": 1.0}))
     assert not any("spans_c" in c.extra or "spans_d" in c.extra for c in cm.nodes)
 
 
 def test_row_lengths_of_row_wise_ops_and_transposes():
-    b = GraphBuilder("rows")
-    x = b.matmul(b.input([1, 10, 16]), 16, 48)
-    s = b.op("Softmax", [x], axis=-1)
-    y = b.op("Reshape", [s, b.const(np.array([1, 10, 4, 12], dtype=np.int64))])
-    t1 = b.op("Transpose", [y], perm=[0, 2, 1, 3])  # moves rows of 12
-    t2 = b.op("Transpose", [y], perm=[0, 1, 3, 2])  # moves single elements
-    model = b.build(t1, t2)
+    model = zoo.softmax_rows_and_transposes()
     cm = CostModel(analyze(load_model(model)), profile())
     rows = {}
     for c in cm.nodes:
@@ -115,12 +99,7 @@ def test_how_the_runtime_copies_a_transpose(shape, perm, expected):
 def test_transposes_are_priced_by_how_the_runtime_copies_them():
     """An element-by-element Transpose costs its own factor; NCHW -> NHWC the single-axis one; old
     profiles without these factors price both like the row-copy Transpose (long rows)."""
-    b = GraphBuilder("transposes")
-    x = b.op("Sigmoid", [b.input([1, 16, 8, 8])])  # not a conv: ONNX Runtime folds NHWC into its reorder
-    nhwc = b.op("Transpose", [x], perm=[0, 2, 3, 1])
-    part = b.op("Reshape", [x, b.const(np.array([1, 16, 2, 4, 2, 4], np.int64))])
-    windows = b.op("Transpose", [part], perm=[0, 2, 4, 3, 5, 1])
-    a = analyze(load_model(b.build(nhwc, windows)))
+    a = analyze(load_model(zoo.nhwc_and_window_transposes()))
     base = {"Transpose": 0.5}
     old = latency_per_node(CostModel(a, profile(op_factors=base)), "Transpose")
     new = latency_per_node(CostModel(a, profile(op_factors={**base, "Transpose@single_axis": 0.75,
@@ -143,10 +122,7 @@ def test_factors_are_relative_to_the_op_each_table_was_measured_with():
 
 
 def test_view_kernels_cost_a_fixed_overhead_each():
-    b = GraphBuilder("views")
-    x = b.conv(b.input([1, 8, 4, 4]), 8, 16, k=1)
-    y = b.op("Reshape", [b.op("Erf", [x]), b.const(np.array([1, 16, 16], dtype=np.int64))])
-    model = b.build(b.op("Tanh", [y]))
+    model = zoo.view_between_activations()
     a = analyze(load_model(model))
     plan = ort_plan(load_model(model).model)
     views = sum(plan.views.values())
@@ -160,7 +136,7 @@ def test_view_kernels_cost_a_fixed_overhead_each():
 
 
 def test_a_session_run_costs_its_overhead_once_whatever_is_pruned():
-    a = analyze(load_model(squeeze_excite()))
+    a = analyze(load_model(zoo.broadcast_scale()))
     base, run = CostModel(a, profile()), CostModel(a, profile(overheads={"run": 1e-4}))
     assert run.latency_ms() - base.latency_ms() == pytest.approx(0.1)
     i, o = run.alive(None)
@@ -171,13 +147,7 @@ def test_a_session_run_costs_its_overhead_once_whatever_is_pruned():
 def test_kernels_the_optimizer_makes_up_are_charged_to_the_node_that_reads_them():
     """Three Gathers of q, k, v become one Split (a copy) and three Squeezes (views); HardSwish
     becomes HardSigmoid + Mul."""
-    b = GraphBuilder("qkv")
-    y = b.matmul(b.input([1, 8, 16]), 16, 48)
-    y = b.op("Reshape", [y, b.const(np.array([1, 8, 3, 16], dtype=np.int64))])
-    y = b.op("Transpose", [y], perm=[2, 0, 1, 3])
-    q, k, v = (b.op("Gather", [y, b.const(np.array(j, dtype=np.int64))], axis=0) for j in range(3))
-    out = b.op("HardSwish", [b.op("Mul", [b.op("Add", [q, k]), v])])
-    model = load_model(b.build(out)).model
+    model = load_model(zoo.qkv_gathers()).model
     plan = ort_plan(model)
     gathers = [n.name for n in model.graph.node if n.op_type == "Gather"]
     assert sorted(op for g in gathers for op in plan.ops.get(g, [])) == ["Split"]
@@ -187,9 +157,7 @@ def test_kernels_the_optimizer_makes_up_are_charged_to_the_node_that_reads_them(
 
 
 def test_grouped_convs_read_the_grouped_table_at_their_channels_per_group():
-    b = GraphBuilder("grouped")
-    x = b.conv(b.input([1, 8, 8, 8]), 8, 32, k=1)
-    model = b.build(b.conv(b.conv(x, 32, 32, k=3, group=4), 32, 16, k=1))
+    model = zoo.grouped_between_pointwise()
     widths, work = [4.0, 8.0, 16.0], [[1e4, 1e6]] * 3
     per_unit = [16e-9 / w for w in widths]  # wider groups run faster per MAC
     grouped = {"channels": widths, "sizes": [1, 256], "work": work,
@@ -265,7 +233,7 @@ def test_ratios_are_measured_again_when_loaded_but_never_rescaled():
 
 
 def test_the_alignment_probe_runs_its_timings_through_the_quiet_state_protocol():
-    from onnxmorph.cost.calibrate import ALIGN_STEPS, probe_channel_multiple
+    from onnxmorph.bench.calibrate import ALIGN_STEPS, probe_channel_multiple
 
     batches = []
 

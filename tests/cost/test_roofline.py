@@ -14,17 +14,12 @@ from onnxmorph.errors import OnnxMorphError, ProfileError, UsageError
 from onnxmorph.graph import load_model
 
 from conftest import random_keep
-from zoo import ZOO, GraphBuilder
+import zoo
+from zoo import ZOO
 
 # 100 GFLOP/s, 10 GB/s: ridge point at 10 FLOP/byte.
 ROOF = {"name": "test-roof", "peak_gflops": 100, "memory_gbps": 10, "dtype_bytes": 4, "channel_multiple": 1,
         "fusion": False}
-
-
-def single_conv(cin, cout, side, k):
-    b = GraphBuilder("single_conv")
-    x = b.input([1, cin, side, side])
-    return b.build(b.conv(x, cin, cout, k=k, bias=False))
 
 
 def node_latency(model, profile, op="Conv"):
@@ -38,22 +33,22 @@ def node_latency(model, profile, op="Conv"):
 def test_roofline_compute_bound_by_hand():
     # 3x3 conv 64->64 on 8x8: 2·64·64·9·64 = 4,718,592 FLOPs -> 47.18592 us at 100 GFLOP/s;
     # bytes = 4·(64·64 in + 64·64 out + 64·64·9 weights) = 180,224 -> 18.0224 us at 10 GB/s.
-    (t,) = node_latency(single_conv(64, 64, 8, 3), ROOF)
+    (t,) = node_latency(zoo.single_conv(64, 64, 8, 3), ROOF)
     assert t == pytest.approx(47.18592e-6, rel=1e-9)
 
 
 def test_roofline_memory_bound_by_hand():
     # 1x1 conv 16->16 on 32x32: 524,288 FLOPs -> 5.24288 us; bytes = 4·(16·1024 + 16·1024 + 256)
     # = 132,096 -> 13.2096 us: memory-bound.
-    (t,) = node_latency(single_conv(16, 16, 32, 1), ROOF)
+    (t,) = node_latency(zoo.single_conv(16, 16, 32, 1), ROOF)
     assert t == pytest.approx(13.2096e-6, rel=1e-9)
     # Half-precision elements halve the memory term: 6.6048 us, still above the 5.24288 us of compute.
-    (t16,) = node_latency(single_conv(16, 16, 32, 1), dict(ROOF, dtype_bytes=2))
+    (t16,) = node_latency(zoo.single_conv(16, 16, 32, 1), dict(ROOF, dtype_bytes=2))
     assert t16 == pytest.approx(6.6048e-6, rel=1e-9)
     # MorphNet's synthetic profiles isolate one branch each.
-    (tf,) = node_latency(single_conv(16, 16, 32, 1), "FLOP_LATENCY")
+    (tf,) = node_latency(zoo.single_conv(16, 16, 32, 1), "FLOP_LATENCY")
     assert tf == pytest.approx(524288 / 1e9, rel=1e-6)
-    (tm,) = node_latency(single_conv(16, 16, 32, 1), "memory-latency")
+    (tm,) = node_latency(zoo.single_conv(16, 16, 32, 1), "memory-latency")
     assert tm == pytest.approx(132096 / 1e9, rel=1e-6)
 
 
@@ -97,18 +92,18 @@ def test_measured_table_gives_node_latency_and_unaligned_penalty():
     # A 3x3 conv 16->64 on 4x4 (16 pixels): channel feature sqrt(16·64) = 32, halfway (in log) between
     # 16 and 64 -> per-MAC time sqrt(1e-12 · 8e-12); MACs = 16·64·9·16.
     macs = 16 * 64 * 9 * 16
-    (t,) = node_latency(single_conv(16, 64, 4, 3), measured_profile(multiple=8))
+    (t,) = node_latency(zoo.single_conv(16, 64, 4, 3), measured_profile(multiple=8))
     assert t == pytest.approx(np.sqrt(1e-12 * 8e-12) * macs, rel=1e-9)
     # With 20 output channels (not a multiple of 8) the unaligned table applies (3x slower here).
     macs20 = 16 * 20 * 9 * 16
     frac = np.log(np.sqrt(16 * 20) / 15) / np.log(63 / 15)
     expected = np.exp((1 - frac) * np.log(3e-12) + frac * np.log(24e-12)) * macs20
-    (t20,) = node_latency(single_conv(16, 20, 4, 3), measured_profile(multiple=8))
+    (t20,) = node_latency(zoo.single_conv(16, 20, 4, 3), measured_profile(multiple=8))
     assert t20 == pytest.approx(expected, rel=1e-9)
-    (t24,) = node_latency(single_conv(16, 24, 4, 3), measured_profile(multiple=8))
+    (t24,) = node_latency(zoo.single_conv(16, 24, 4, 3), measured_profile(multiple=8))
     assert t20 > t24
     # Kinds without a table fall back to the roofline (here the 1x1 conv).
-    (t1,) = node_latency(single_conv(16, 16, 32, 1), measured_profile())
+    (t1,) = node_latency(zoo.single_conv(16, 16, 32, 1), measured_profile())
     assert t1 == pytest.approx(13.2096e-6, rel=1e-9)
 
 
@@ -147,7 +142,7 @@ def test_unreadable_profiles(tmp_path):
     with pytest.raises(ProfileError, match="unknown profile 'k81'"):
         load_profile("k81")
     with pytest.raises(UsageError, match="needs a hardware profile"):
-        CostModel(analyze(load_model(single_conv(4, 4, 4, 1)))).total("latency")
+        CostModel(analyze(load_model(zoo.single_conv(4, 4, 4, 1)))).total("latency")
 
 
 def test_marginal_matches_removing_one_unit():
@@ -170,10 +165,7 @@ def test_marginal_matches_removing_one_unit():
 def test_marginal_latency_uses_the_binding_branch():
     # 1x1 convs on a 32x32 map at 100 GFLOP/s / 10 GB/s are memory-bound: the marginal latency of a
     # channel is its bytes / bandwidth, not its FLOPs / peak.
-    b = GraphBuilder("two_1x1")
-    x = b.input([1, 16, 32, 32])
-    y = b.conv(b.conv(x, 16, 16, k=1, bias=False), 16, 16, k=1, bias=False)
-    a = analyze(load_model(b.build(y)))
+    a = analyze(load_model(zoo.two_pointwise()))
     cm = CostModel(a, ROOF)
     m = cm.marginal("latency")
     # one middle channel: conv1 output (4·(16 + 1024) bytes) + conv2 input (4·(16 + 1024) bytes)
@@ -222,8 +214,8 @@ def test_fast_multiple_counts_read_as_padded():
     # block), 21 leaves the fast kernels (unaligned table).
     prof = measured_profile(multiple=8)
     prof.fast_multiple = 4
-    (t20,) = node_latency(single_conv(16, 20, 4, 3), prof)
-    (t24,) = node_latency(single_conv(16, 24, 4, 3), prof)
-    (t21,) = node_latency(single_conv(16, 21, 4, 3), prof)
+    (t20,) = node_latency(zoo.single_conv(16, 20, 4, 3), prof)
+    (t24,) = node_latency(zoo.single_conv(16, 24, 4, 3), prof)
+    (t21,) = node_latency(zoo.single_conv(16, 21, 4, 3), prof)
     assert t20 == pytest.approx(t24, rel=0.01) and t20 < t24
     assert t21 > 2 * t24

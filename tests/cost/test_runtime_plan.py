@@ -8,29 +8,15 @@ import pytest
 
 from onnxmorph.analysis import analyze
 from onnxmorph.cost import CostModel
-from onnxmorph.cost.calibrate import euler_circuit, kernel_times, measure_io_grid
+from onnxmorph.bench.calibrate import euler_circuit, measure_io_grid
+from onnxmorph.bench.timing import kernel_times
 from onnxmorph.cost.profile import Table, profile_from_dict
 from onnxmorph.cost.runtime_plan import ort_plan
 from onnxmorph.errors import ProfileError
 from onnxmorph.graph import load_model
 
 from helpers import latency_per_op
-from zoo import GraphBuilder
-
-
-def mixed_block():
-    """conv+BN+Relu (all folded), conv+Clip (Clip runs as a pass), SiLU (ONNX Runtime: QuickGelu),
-    HardSwish (expanded into two kernels) and an Erf between convs (layout reorders around it)."""
-    b = GraphBuilder("mixed")
-    x = b.input([1, 16, 8, 8])
-    y = b.cbr(x, 16, 32, k=3)
-    c = b.conv(y, 32, 32, k=1)
-    y = b.op("Clip", [c, b.const(np.float32(0)), b.const(np.float32(6))])
-    s = b.op("Sigmoid", [y])
-    y = b.op("Mul", [y, s])
-    y = b.op("HardSwish", [b.conv(y, 32, 32, k=1)])
-    y = b.op("Erf", [b.conv(y, 32, 32, k=1)])
-    return b.build(b.conv(y, 32, 16, k=1))
+import zoo
 
 
 def measured(tables=None, op_factors=None):
@@ -43,7 +29,7 @@ def measured(tables=None, op_factors=None):
 
 
 def test_plan_maps_runtime_kernels_back_to_nodes():
-    model = load_model(mixed_block()).model
+    model = load_model(zoo.mixed_block()).model
     plan = ort_plan(model)
     assert plan is not None
     ops = {n.name: n.op_type for n in model.graph.node}
@@ -74,7 +60,7 @@ def test_plan_maps_runtime_kernels_back_to_nodes():
 
 
 def test_latency_model_charges_what_the_runtime_runs():
-    a = analyze(load_model(mixed_block()))
+    a = analyze(load_model(zoo.mixed_block()))
     prof = measured(op_factors={"QuickGelu": 3.0})
     cm = CostModel(a, prof)
     i, o = cm.alive(None)
@@ -97,7 +83,7 @@ def test_latency_model_charges_what_the_runtime_runs():
 
 
 def test_roofline_profiles_use_no_plan_and_no_reorders():
-    a = analyze(load_model(mixed_block()))
+    a = analyze(load_model(zoo.mixed_block()))
     cm = CostModel(a, {"name": "r", "peak_gflops": 100, "memory_gbps": 10})
     assert cm.latency.plan is None
     assert all(cm.latency.charge[k] == 0 for k, c in enumerate(cm.nodes) if c.extra.get("kind") == "reorder")
@@ -148,20 +134,20 @@ def test_io_grid_measures_every_pair_and_asymmetry_is_real():
 def test_gemm_io_grid_times_rectangular_matmuls_read_by_in_and_out():
     """Linear layers are rectangular (a transformer MLP's C -> 4C): the gemm table is measured per
     (in, out, rows), and a MatMul is read at its own in and out, not at sqrt(in * out)."""
-    from onnxmorph.cost.calibrate import _io_table
+    from onnxmorph.bench.calibrate import io_table
 
     times = measure_io_grid("gemm", [16, 256], 64, cap=1e9, threads=1, runs=5, flush=False,
                             rng=np.random.default_rng(0))
     assert set(times) == {(a, b, 64) for a in (16, 256) for b in (16, 256)}
     assert times[(256, 256, 64)] > times[(16, 256, 64)]  # 16x the MACs
-    table = _io_table("gemm", times, [16, 256], [64])
+    table = io_table("gemm", times, [16, 256], [64])
     assert table.out_channels is not None and table.seconds.shape == (2, 2, 1)
     per_unit = table.per_unit(np.array([16.0]), np.array([64.0]), np.array([256.0]))
     assert per_unit[0] * 16 * 256 * 64 == pytest.approx(times[(16, 256, 64)], rel=1e-6)
 
 
 def test_kernel_times_names_nodes():
-    from onnxmorph.cost.calibrate import conv_path
+    from onnxmorph.bench.timing import conv_path
 
     model = conv_path([8, 16, 8], 4, 1, np.random.default_rng(0))
     times = kernel_times(model, runs=3, flush=False)
@@ -170,7 +156,7 @@ def test_kernel_times_names_nodes():
 
 
 def test_reference_workload_is_fixed_and_timed():
-    from onnxmorph.cost.calibrate import reference_model, reference_seconds
+    from onnxmorph.bench.timing import reference_model, reference_seconds
 
     a, b = reference_model(), reference_model()
     assert a.SerializeToString() == b.SerializeToString()  # the same workload at calibration and later

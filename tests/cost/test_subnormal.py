@@ -6,7 +6,8 @@ from onnx import numpy_helper
 
 from onnxmorph.analysis import analyze
 from onnxmorph.cost import CostModel
-from onnxmorph.cost import subnormal
+from onnxmorph.analysis import subnormal
+from onnxmorph.bench import subnormal as subnormal_probe
 from onnxmorph.cost.profile import profile_from_dict
 from onnxmorph.graph import load_model
 
@@ -61,12 +62,12 @@ def test_overheads_from_probe_timings():
     """Per-element costs from the probe timed without and with its mask (a hardware fact: Intel cores
     run subnormal products ~50x slower, AMD EPYC hosts barely slower, so the timings are synthetic
     here and the real probe is a benchmark: tools/bench_latency_model.py)."""
-    b, t, d = subnormal.PROBE
-    count = b * t * int(round(subnormal.PROBE_MASKED * t))
+    b, t, d = subnormal_probe.PROBE
+    count = b * t * int(round(subnormal_probe.PROBE_MASKED * t))
     plain = {"softmax": 1e-4, "product": 2e-4}
     masked = {"softmax": 1e-4 + count * 1.4e-8, "product": 2e-4 + count * d * 3.9e-9}
-    over = subnormal.overheads(plain, masked)
+    over = subnormal_probe.overheads(plain, masked)
     assert over["subnormal_exp"] == pytest.approx(1.4e-8) and over["subnormal_mac"] == pytest.approx(3.9e-9)
     # a host without the penalty (or a noisy run) prices nothing extra, never a negative cost
-    assert subnormal.overheads(masked, plain) == {"subnormal_exp": 0.0, "subnormal_mac": 0.0}
-    assert set(subnormal.probe_seconds(0.0, threads=1, runs=2, flush=False)) == {"softmax", "product"}
+    assert subnormal_probe.overheads(masked, plain) == {"subnormal_exp": 0.0, "subnormal_mac": 0.0}
+    assert set(subnormal_probe.probe_seconds(0.0, threads=1, runs=2, flush=False)) == {"softmax", "product"}

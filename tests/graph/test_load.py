@@ -3,13 +3,14 @@
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
 
 import onnxmorph
 from onnxmorph.errors import ModelLoadError, ShapeError
 from onnxmorph.graph import load_model
 from onnxmorph.runtime import run_model
-from zoo import ZOO, GraphBuilder
+
+import zoo
+from zoo import ZOO
 
 
 def test_dynamic_batch_becomes_one_and_is_restored():
@@ -23,9 +24,7 @@ def test_dynamic_batch_becomes_one_and_is_restored():
 
 
 def test_symbolic_spatial_dims_need_input_shape():
-    b = GraphBuilder("spatial")
-    x = b.input(["N", 3, "H", "W"])
-    m = b.build(b.op("Relu", [b.conv(x, 3, 4)]))
+    m = zoo.symbolic_spatial()
     with pytest.raises(ShapeError, match="--input-shape input="):
         load_model(m)
     loaded = load_model(m, {"input": (1, 3, 10, 12)})
@@ -33,13 +32,7 @@ def test_symbolic_spatial_dims_need_input_shape():
 
 
 def test_constant_nodes_are_folded():
-    b = GraphBuilder("const_nodes")
-    x = b.input([1, 3, 8, 8])
-    y = b.conv(x, 3, 8)
-    b.nodes.append(helper.make_node("Constant", [], ["scale"], value=helper.make_tensor(
-        "v", TensorProto.FLOAT, [1, 8, 1, 1], np.linspace(0.5, 1.5, 8).tolist())))
-    y = b.op("Mul", [y, "scale"])
-    m = b.build(b.conv(y, 8, 4, k=1))
+    m = zoo.constant_node_scale()
     loaded = load_model(m)
     assert "Constant" not in [n.op_type for n in loaded.model.graph.node]
     res = onnxmorph.prune(m, target="flops=0.6")
@@ -47,10 +40,7 @@ def test_constant_nodes_are_folded():
 
 
 def test_old_opset_is_converted():
-    b = GraphBuilder("opset9", opset=9)
-    x = b.input([1, 3, 8, 8])
-    y = b.op("Relu", [b.conv(x, 3, 8)])
-    m = b.build(b.conv(y, 8, 4, k=1))
+    m = zoo.opset9_convs()
     loaded = load_model(m)
     assert loaded.opset == 13 and any("converted opset 9" in n for n in loaded.notes)
     res = onnxmorph.prune(m, target="flops=0.6")
@@ -70,7 +60,6 @@ def test_external_data(tmp_path):
 
 def test_model_without_nodes_is_rejected(tmp_path):
     path = tmp_path / "empty.onnx"
-    g = helper.make_graph([], "empty", [], [])
-    onnx.save(helper.make_model(g), path)
+    onnx.save(zoo.empty_graph(), path)
     with pytest.raises(ModelLoadError, match="not a valid ONNX model"):
         load_model(path)

@@ -4,7 +4,6 @@ weight); it reaches the target and the emitted model verifies."""
 
 import numpy as np
 import pytest
-from onnx import helper, numpy_helper
 
 import onnxmorph
 from onnxmorph.analysis import analyze
@@ -12,25 +11,12 @@ from onnxmorph.cost import CostModel
 from onnxmorph.graph import load_model
 from onnxmorph.methods import get_method
 from onnxmorph.train.loop import Trainer
-from zoo import GraphBuilder, residual
-
-
-def mlp(batch=8):
-    rng = np.random.default_rng(0)
-    w1 = rng.standard_normal((4, 6)).astype(np.float32)
-    w2 = rng.standard_normal((6, 3)).astype(np.float32)
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["a"]),
-             helper.make_node("MatMul", ["a", "w2"], ["logits"])]
-    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", 1, ["N", 4])],
-                          [helper.make_tensor_value_info("logits", 1, ["N", 3])],
-                          [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    return m, w1, w2
+import zoo
+from zoo import residual
 
 
 def test_per_example_signal_matches_numpy():
-    model, w1, w2 = mlp()
+    model, w1, w2 = zoo.tiny_mlp()
     b = 8
     rng = np.random.default_rng(1)
     data = {"x": rng.standard_normal((b, 4)).astype(np.float32), "y": rng.integers(0, 3, b)}
@@ -82,12 +68,7 @@ def test_first_choice_is_the_minimum(data):
 
 
 def test_large_flops_weight_thins_the_most_expensive_layer_first(data):
-    b = GraphBuilder("cheap_and_expensive")
-    x = b.input(["N", 3, 12, 12])
-    cheap = b.op("Relu", [b.conv(x, 3, 8, k=1, stride=2)])        # 6x6 map, 1x1 conv: cheap channels
-    big = b.op("Relu", [b.conv(x, 3, 8, k=3)])                      # 12x12 map, 3x3: expensive channels
-    pooled = b.op("Concat", [b.op("GlobalAveragePool", [cheap]), b.op("GlobalAveragePool", [big])], axis=1)
-    model = b.build(b.gemm(b.op("Flatten", [pooled]), 16, 4))
+    model = zoo.cheap_and_expensive()
     res = onnxmorph.prune(model, method="fisher", target="flops=0.7", data=data, steps=30, batch_size=16,
                           recover_steps=0, burn_in=2, flops_weight=1000.0)
     analysis = res.analysis

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...cost.node_cost import Bilinear
-from ...cost.subnormal import subnormal_fraction
+from ..node_cost import Bilinear
+from ..subnormal import subnormal_fraction
 from ..channels import ChannelMap, tie_fibers, tie_slices
 from .base import OpHandler, const_value, register
 from .conv import F32
-from .elementwise import BROADCASTING, UNARY
+from ...ops import ELEMENTWISE
 
 HEADS_PRIORITY = 2
 MLP_PRIORITY = 1
@@ -240,8 +240,6 @@ class EinsumHandler(OpHandler):
 
 # --- names -----------------------------------------------------------------------------------------
 
-_ELEMENTWISE = frozenset(UNARY) | frozenset(BROADCASTING)
-
 
 def _linear_producer(t, limit: int = 32):
     """The constant-weight MatMul/Gemm that `t` comes from through element-wise ops only (GELU,
@@ -257,7 +255,7 @@ def _linear_producer(t, limit: int = 32):
         node = cur.inputs[0]
         if node.op in ("MatMul", "Gemm") and const_value(node.inputs[1]) is not None:
             found[node.name] = node
-        elif node.op in _ELEMENTWISE:
+        elif node.op in ELEMENTWISE:
             frontier.extend(node.inputs)
         else:
             return None
@@ -277,7 +275,7 @@ def _only_feeds(t, node, limit: int = 64) -> bool:
         for consumer in cur.outputs:
             if consumer is node:
                 continue
-            if consumer.op not in _ELEMENTWISE:
+            if consumer.op not in ELEMENTWISE:
                 return False
             frontier.extend(o for o in consumer.outputs if o.name)
     return True

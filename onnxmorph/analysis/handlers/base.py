@@ -2,7 +2,7 @@
 
 A handler says how channels pass through its op (`propagate`, during analysis)
 and how to rewrite the op's constants once channels are removed (`emit`).
-Unknown ops get the leaf handler: their channels are frozen, never guessed.
+Unknown ops get the leaf handler (`handlers.handler_for`): their channels are frozen, never guessed.
 """
 
 from __future__ import annotations
@@ -34,12 +34,10 @@ def register(cls):
     return cls
 
 
-def handler_for(node: gs.Node) -> OpHandler:
-    from .leaf import LEAF
-
-    if node.domain not in (None, "", "ai.onnx"):
-        return LEAF
-    return _REGISTRY.get(node.op, LEAF)
+def registered_handler(op: str) -> OpHandler | None:
+    """The handler registered for ONNX-domain op type `op` (None: no handler; `handler_for` then
+    falls back to the leaf)."""
+    return _REGISTRY.get(op)
 
 
 def registered_ops() -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..channels import ChannelMap
-from ...cost.node_cost import Bilinear
+from ..node_cost import Bilinear
 from .base import OpHandler, const_value, input_or_attr, is_present, norm_axis, register
 from .conv import F32
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...cost.node_cost import Bilinear
+from ..node_cost import Bilinear
 from .base import OpHandler, const_value, is_present, register
 
 F32 = 4  # bytes per element used for the memory-traffic term

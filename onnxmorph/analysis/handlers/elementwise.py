@@ -9,21 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...cost.latency import declare_memory_cost
+from ...ops import BROADCASTING, UNARY
+from ..memory_cost import declare_memory_cost
 from .base import OpHandler, const_value, register
-
-UNARY = (
-    "Abs", "Acos", "Acosh", "Asin", "Asinh", "Atan", "Atanh", "Ceil", "Cos", "Cosh", "Elu", "Erf",
-    "Exp", "Floor", "HardSigmoid", "HardSwish", "Identity", "IsInf", "IsNaN", "LeakyRelu", "Log",
-    "Mish", "Neg", "Not", "Reciprocal", "Relu", "Round", "Selu", "Celu", "Sigmoid", "Sign", "Sin",
-    "Sinh", "Softplus", "Softsign", "Sqrt", "Tan", "Tanh", "ThresholdedRelu", "Gelu", "Cast",
-    "CastLike", "Clip", "Dropout", "Shrink",
-)
-BROADCASTING = (
-    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mean", "Sum", "Mod", "Equal", "Greater",
-    "GreaterOrEqual", "Less", "LessOrEqual", "And", "Or", "Xor", "Where", "PRelu", "BitwiseAnd",
-    "BitwiseOr", "BitwiseXor",
-)
 
 
 @register

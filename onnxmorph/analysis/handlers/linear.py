@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...cost.node_cost import Bilinear
+from ..node_cost import Bilinear
 from .attention import label_mlp_hidden, propagate_matmul_activations
 from .base import OpHandler, const_value, is_present, register
 from .conv import F32

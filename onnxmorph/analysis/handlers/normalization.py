@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from ...cost.latency import declare_memory_cost
-from ...cost.node_cost import Bilinear
+from ..memory_cost import declare_memory_cost
+from ..node_cost import Bilinear
 from .base import OpHandler, const_value, norm_axis, register
 from .reductions import emit_padded_layernorm, stream_statistics, tie_reduced
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...cost.latency import declare_memory_cost
+from ..memory_cost import declare_memory_cost
 from ..channels import ChannelMap
 from .base import OpHandler, input_or_attr, norm_axis, register
 from .reductions import EXACT_OVER_ZEROS, emit_rescaled_mean, stream_statistics, tie_reduced

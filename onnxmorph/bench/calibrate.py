@@ -30,23 +30,22 @@ import os
 import platform
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
-from ..runtime import make_session
-from . import batched_matmul, subnormal
+from ..cost.profile import SCHEMA, TABLE_KINDS, HardwareProfile, Table
+from . import products as batched_products
+from . import subnormal
 from .op_factors import TABLE_LINKS, measure_op_factors, measure_overheads, probe_chain
-from .profile import SCHEMA, TABLE_KINDS, HardwareProfile, Table
+from .quiet import MachineSpeed
+from .timing import conv_path, cpu_name, default_clock, kernel_times, small_model, time_models
 
 CHAIN = 3
 MAX_CHAIN = 48
-OPSET = 17
 GROUPED_CHANNELS = 256  # grouped convs are timed at this many channels, split into groups of each width
-MS_DOMAIN = "com.microsoft"  # ONNX Runtime's contrib ops (Gelu, QuickGelu, ...) for op-factor probes
 
 GRIDS = {
     # channels, sizes (pixels per channel, or rows for gemm), MAC/byte cap per node
@@ -98,20 +97,7 @@ def _conv_chain(c: int, side: int, k: int, group: int, n: int, rng) -> onnx.Mode
         nodes.append(helper.make_node("Conv", [x, f"w{layer}"], [f"y{layer}"], kernel_shape=[k, k],
                                       pads=[k // 2] * 4, group=group))
         x = f"y{layer}"
-    return _model(nodes, inits, {"x": [1, c, side, side]}, x)
-
-
-def conv_path(widths: list[int], side: int, k: int, rng) -> onnx.ModelProto:
-    """Convolutions (with bias, stride 1, same padding) through the channel counts `widths`: node j
-    maps widths[j] -> widths[j + 1]; nodes are named after their outputs `y{j}`."""
-    nodes, inits, x = [], [], "x"
-    for j, (ci, co) in enumerate(zip(widths[:-1], widths[1:])):
-        w = (rng.standard_normal((co, ci, k, k)) / np.sqrt(ci * k * k)).astype(np.float32)
-        inits += [numpy_helper.from_array(w, f"w{j}"), numpy_helper.from_array(np.zeros(co, np.float32), f"b{j}")]
-        nodes.append(helper.make_node("Conv", [x, f"w{j}", f"b{j}"], [f"y{j}"], name=f"y{j}", kernel_shape=[k, k],
-                                      pads=[k // 2] * 4))
-        x = f"y{j}"
-    return _model(nodes, inits, {"x": [1, widths[0], side, side]}, x)
+    return small_model(nodes, inits, {"x": [1, c, side, side]}, x)
 
 
 def matmul_path(widths: list[int], rows: int, rng) -> onnx.ModelProto:
@@ -122,7 +108,7 @@ def matmul_path(widths: list[int], rows: int, rng) -> onnx.ModelProto:
         inits.append(numpy_helper.from_array((rng.standard_normal((ci, co)) / np.sqrt(ci)).astype(np.float32), f"w{j}"))
         nodes.append(helper.make_node("MatMul", [x, f"w{j}"], [f"y{j}"], name=f"y{j}"))
         x = f"y{j}"
-    return _model(nodes, inits, {"x": [rows, widths[0]]}, x)
+    return small_model(nodes, inits, {"x": [rows, widths[0]]}, x)
 
 
 def euler_circuit(vertices: list[int], edges: set[tuple[int, int]]) -> list[int]:
@@ -138,57 +124,6 @@ def euler_circuit(vertices: list[int], edges: set[tuple[int, int]]) -> list[int]
         else:
             walk.append(stack.pop())
     return walk[::-1]
-
-
-def kernel_times(model: onnx.ModelProto, *, threads: int = 1, runs: int = 9, warmup: int = 2,
-                 flush: bool = True, budget_s: float = 3.0, net: bool = False) -> dict[str, float]:
-    """Median seconds of each node's kernel over `runs` session runs (after `warmup`), from ONNX
-    Runtime's profiler, keyed by node name (NCHWc kernels are named `<output>_nchwc`: the suffix is
-    dropped). Caches are flushed before each run, so each node starts with its weights evicted and
-    its input in cache, as inside a real model. `net`: less the profiler's own cost per kernel
-    (`profiler_offset`), at least 1e-7 s."""
-    import json
-    import tempfile
-
-    import onnxruntime as ort
-
-    cold = flush_caches if flush else (lambda: None)
-    rng = np.random.default_rng(0)
-    with tempfile.TemporaryDirectory(prefix="onnxmorph-calibrate-") as tmp:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.enable_profiling = True
-        opts.profile_file_prefix = str(Path(tmp) / "profile")
-        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        feeds = _feeds(model, rng)
-        start = time.perf_counter()
-        for r in range(warmup + runs):
-            cold()
-            sess.run(None, feeds)
-            if r >= warmup + 2 and time.perf_counter() - start > budget_s:
-                break
-        events = json.loads(Path(sess.end_profiling()).read_text())
-    per_node: dict[str, list[float]] = {}
-    for e in events:
-        name = e.get("name", "")
-        if e.get("cat") == "Node" and name.endswith("_kernel_time"):
-            node = name[: -len("_kernel_time")].removesuffix("_nchwc")
-            per_node.setdefault(node, []).append(float(e["dur"]) * 1e-6)
-    times = {k: _trimmed_mean(v[warmup:] if len(v) > warmup else v) for k, v in per_node.items()}
-    if net:
-        offset = profiler_offset(threads)
-        times = {k: max(t - offset, 1e-7) for k, t in times.items()}
-    return times
-
-
-def _trimmed_mean(values: list[float]) -> float:
-    """Mean of the middle half: robust like a median, but finer than the profiler's 1 us ticks."""
-    v = np.sort(np.asarray(values, dtype=np.float64))
-    q = len(v) // 4
-    return max(float(v[q: len(v) - q].mean()), 1e-7)
 
 
 # kinds measured on an (in, out, size) grid -> kernel side (gemm: a MatMul of [rows, in] x [in, out])
@@ -218,163 +153,7 @@ def measure_io_grid(kind: str, channels: list[int], size: int, cap: float, *, th
             for j, (a, b) in enumerate(zip(walk[:-1], walk[1:])) if j >= LEAD_IN and f"y{j}" in times}
 
 
-def reference_model() -> onnx.ModelProto:
-    """A fixed workload (eight 64->64 3x3 convs on 32x32, ~300 M MACs) timed with a calibration and
-    next to later measurements: the ratio of the two says how much faster or slower the machine runs
-    now than when it was calibrated (shared and throttled machines drift by tens of percent)."""
-    return conv_path([64] * 9, 32, 3, np.random.default_rng(12345))
-
-
-def reference_seconds(*, threads: int = 1, runs: int = 15, flush: bool = True, clock: str | None = None) -> float:
-    """Median seconds of one run of `reference_model()` under the calibration's protocol."""
-    model, rng = reference_model(), np.random.default_rng(0)
-    sess, feeds = _session(model, threads), _feeds(model, rng)
-    sess.run(None, feeds)
-    return median_run_seconds(sess, feeds, runs=max(runs, 3), cold=flush_caches if flush else None,
-                              now=clock_fn(clock or default_clock(threads)))
-
-
-def _scaled(value, factor: float):
-    """A measurement (seconds, or a dict of them) times `factor`."""
-    if isinstance(value, dict):
-        return {k: _scaled(v, factor) for k, v in value.items()}
-    return value * factor
-
-
-def _log_ratio(a, b) -> float:
-    """The median log ratio of two measurements of the same thing (seconds or dicts of them)."""
-    if isinstance(a, dict):
-        keys = [k for k in a if k in b and a[k] > 0 and b[k] > 0]
-        return float(np.median([np.log(a[k] / b[k]) for k in keys])) if keys else 0.0
-    return float(np.log(a / b)) if a > 0 and b > 0 else 0.0
-
-
-class MachineSpeed:
-    """The reference workload timed every `every_s` seconds through a calibration.
-
-    Shared machines switch between a quiet state and a loaded one (on the development host the
-    reference runs up to 1.7x slower for tens of seconds at a time, and models about 1.3x): a
-    profile measured across both predicts neither. The profile describes the quiet machine. A
-    measurement is quiet when the reference timed before and after it is within LOADED of the
-    fastest reference seen; `run` measures loaded ones again once the machine is quiet, within a
-    time budget. Points still loaded when the budget is spent are rescaled by the reference's
-    slowdown to the power ELASTICITY (how much a model slows per unit of reference slowdown, in log
-    terms: 0.50-0.60 for ResNet-18, MobileNetV3 and EfficientNet-B0 over 100 s of switching states
-    on the development host). Pairs of a loaded and a quiet measurement of the same calibration point
-    estimate it too (`elasticity`, reported), but single points are too noisy to steer by: four
-    calibrations in one afternoon gave 0.00, 0.20, 0.58 and 0.81."""
-
-    LOADED = 1.2
-    ELASTICITY = 0.55
-
-    def __init__(self, every_s: float = 3.0, wait_s: float = 1.0, **opts):
-        self.every_s, self.wait_s, self.opts = every_s, wait_s, opts
-        self.samples: list[tuple[float, float]] = []  # (perf_counter, reference seconds)
-        self.repeated = 0
-        self.loaded_left = 0
-        self.elasticity: float | None = None
-
-    def sample(self) -> float:
-        r = reference_seconds(runs=9, **self.opts)
-        self.samples.append((time.perf_counter(), r))
-        return r
-
-    def quiet(self, r: float) -> bool:
-        return r <= self.LOADED * self.fastest
-
-    @property
-    def fastest(self) -> float:
-        return min(r for _, r in self.samples)
-
-    @property
-    def reference(self) -> float:
-        """The quiet machine's reference time (median of the quiet samples)."""
-        return float(np.median([r for _, r in self.samples if self.quiet(r)]))
-
-    def run(self, jobs: list, budget_s: float = 120.0, progress: Callable[[int], None] | None = None,
-            rescale: bool = True) -> list:
-        """Results of `jobs` (callables returning seconds or a dict of them), as on the quiet machine.
-        `rescale=False`: the results are ratios of back-to-back timings (no unit to rescale); what is
-        still loaded when the budget is spent is kept as measured."""
-        history: list[list[tuple[object, float, float]]] = [[] for _ in jobs]  # (value, before, after)
-
-        def measure(todo: list[int], deadline: float | None = None) -> None:
-            """Batches of `every_s` seconds between two reference samples; with a `deadline`
-            (measuring again), a batch starts only on a quiet sample."""
-            while todo and (deadline is None or time.perf_counter() < deadline):
-                before, batch, start = self.sample(), [], time.perf_counter()
-                if deadline is not None and not self.quiet(before):
-                    time.sleep(self.wait_s)  # loaded: wait for the quiet state
-                    continue
-                while todo:
-                    j = todo.pop(0)
-                    if progress:
-                        progress(j)
-                    batch.append((j, jobs[j]()))
-                    if time.perf_counter() - start >= self.every_s:
-                        break
-                after = self.sample()
-                for j, value in batch:
-                    history[j].append((value, before, after))
-
-        def is_quiet(entry) -> bool:  # judged against the fastest reference seen so far
-            return self.quiet(entry[1]) and self.quiet(entry[2])
-
-        def loaded() -> list[int]:
-            return [j for j, h in enumerate(history) if not any(is_quiet(e) for e in h)]
-
-        measure(list(range(len(jobs))))
-        again = loaded()
-        self.repeated += len(again)
-        deadline = time.perf_counter() + budget_s
-        while again and time.perf_counter() < deadline:
-            measure(list(again), deadline)
-            again = loaded()
-        self.loaded_left += len(again)
-        if not rescale:
-            return [next((e[0] for e in reversed(h) if is_quiet(e)), h[-1][0]) for h in history]
-        pairs = []
-        for h in history:
-            q = [e for e in h if is_quiet(e)]
-            for e in h:
-                slow = np.log(max(e[1], e[2]) / self.reference)
-                if q and not is_quiet(e) and slow > np.log(self.LOADED):
-                    pairs.append(_log_ratio(e[0], q[0][0]) / slow)
-        if pairs:
-            self.elasticity = float(np.clip(np.median(pairs), 0.0, 1.5))
-        beta = self.ELASTICITY
-        results = []
-        for h in history:
-            q = [e for e in h if is_quiet(e)]
-            if q:
-                results.append(q[-1][0])
-            else:  # still loaded: rescale to the quiet machine
-                value, before, after = h[-1]
-                results.append(_scaled(value, (self.reference / (0.5 * (before + after))) ** beta))
-        return results
-
-
 LEAD_IN = 4
-_OFFSET: dict[int, float] = {}
-
-
-def profiler_offset(threads: int = 1, n: int = 33) -> float:
-    """Seconds ONNX Runtime's profiler adds to each kernel it times: the profiled time of a tiny
-    conv minus its time measured without the profiler (a chain of n against a chain of 1)."""
-    if threads not in _OFFSET:
-        rng = np.random.default_rng(0)
-        chains = [conv_path([8] * (m + 1), 2, 1, rng) for m in (1, n)]
-        now = clock_fn(default_clock(threads))
-        plain = []
-        for model in chains:
-            sess, feeds = _session(model, threads), _feeds(model, rng)
-            for _ in range(20):
-                sess.run(None, feeds)
-            plain.append(median_run_seconds(sess, feeds, runs=200, now=now))
-        per_kernel = (plain[1] - plain[0]) / (n - 1)
-        profiled = kernel_times(chains[1], threads=threads, runs=50, flush=False)
-        _OFFSET[threads] = max(float(np.median(list(profiled.values()))) - per_kernel, 0.0)
-    return _OFFSET[threads]
 
 
 def _gemm_chain(c: int, rows: int, n: int, rng) -> onnx.ModelProto:
@@ -384,17 +163,7 @@ def _gemm_chain(c: int, rows: int, n: int, rng) -> onnx.ModelProto:
         inits.append(numpy_helper.from_array(w, f"w{layer}"))
         nodes.append(helper.make_node("MatMul", [x, f"w{layer}"], [f"y{layer}"]))
         x = f"y{layer}"
-    return _model(nodes, inits, {"x": [rows, c]}, x)
-
-
-def _model(nodes, inits, inputs: dict, out: str) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, "calibrate",
-                              [helper.make_tensor_value_info(k, TensorProto.FLOAT, v) for k, v in inputs.items()],
-                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)],
-                              producer_name="onnxmorph")
-    model.ir_version = 8
-    return model
+    return small_model(nodes, inits, {"x": [rows, c]}, x)
 
 
 def build_chain(kind: str, channels: int, size: int, n: int, rng, kernel: int = 3) -> onnx.ModelProto:
@@ -430,51 +199,6 @@ def work_of(kind: str, channels: int, size: int, kernel: int = 3) -> float:
     return 4.0 * 2 * channels * size  # unary, pool
 
 
-def _session(model: onnx.ModelProto, threads: int, optimize: bool = True):
-    return make_session(model, threads, optimize)
-
-
-def _feeds(model: onnx.ModelProto, rng) -> dict:
-    return {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
-            for i in model.graph.input}
-
-
-def _cache_bytes() -> int:
-    """Size of the largest CPU cache (Linux sysfs), 32 MiB when unknown."""
-    best = 0
-    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
-        try:
-            text = (index / "size").read_text().strip().upper()
-        except OSError:
-            continue
-        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
-        try:
-            best = max(best, int(text.rstrip("KMG")) * scale)
-        except ValueError:
-            continue
-    return best or 32 << 20
-
-
-_FLUSH: list[np.ndarray] = []
-
-
-def flush_caches() -> None:
-    """Evict weights and activations from the CPU caches by streaming through a buffer 1.5x the
-    largest cache."""
-    if not _FLUSH:
-        _FLUSH.append(np.ones(int(1.5 * _cache_bytes()) // 8))
-    float(_FLUSH[0].sum())
-
-
-def default_clock(threads: int) -> str:
-    return "cpu" if threads == 1 else "wall"
-
-
-def clock_fn(clock: str):
-    """`cpu`: the calling thread's CPU time (valid for 1-thread sessions); `wall`: perf_counter."""
-    return time.thread_time if clock == "cpu" else time.perf_counter
-
-
 def chain_length(kind: str, channels: int, size: int, kernel: int = 3) -> int:
     """Nodes in the long chain: enough that it runs ~150 us (so noise averages out over small
     nodes), at least CHAIN, at most MAX_CHAIN."""
@@ -490,55 +214,6 @@ def time_node(kind: str, channels: int, size: int, threads: int = 1, repeats: in
     n = chain_length(kind, channels, size, kernel)
     return time_models(lambda m: build_chain(kind, channels, size, m, rng, kernel), n=n, threads=threads,
                        repeats=repeats, rng=rng, budget_s=budget_s, flush=flush, clock=clock)
-
-
-def median_run_seconds(sess, feeds: dict, *, runs: int, now, cold: Callable[[], None] | None = None) -> float:
-    """Median of `runs` timed runs of a session (`now`: the clock; `cold`: called before each run)."""
-    times = []
-    for _ in range(runs):
-        if cold is not None:
-            cold()
-        a = now()
-        sess.run(None, feeds)
-        times.append(now() - a)
-    return float(np.median(times))
-
-
-def time_models(build: Callable[[int], onnx.ModelProto], *, n: int = 12, threads: int = 1, repeats: int = 9,
-                rng=None, budget_s: float = 1.0, flush: bool = True, clock: str | None = None,
-                optimize: bool = True) -> float:
-    """Seconds of one link of the chain `build(k)` (k links): (chain of n - chain of 1) / (n - 1),
-    medians of interleaved runs after warm-up, each run starting with cold caches (`flush`).
-    `optimize=False` times the links as written (the optimizer would cancel a chain of Transposes
-    or fuse one of activations)."""
-    rng = rng or np.random.default_rng(0)
-    cold = flush_caches if flush else (lambda: None)
-    now = clock_fn(clock or default_clock(threads))
-    one, many = build(1), build(n)
-    s1, sn = _session(one, threads, optimize), _session(many, threads, optimize)
-    f1, fn = _feeds(one, rng), _feeds(many, rng)
-    for _ in range(2):
-        s1.run(None, f1)
-        sn.run(None, fn)
-    t1, tn = [], []
-    start = time.perf_counter()
-    for r in range(max(repeats, 3)):
-        cold()
-        a = now()
-        s1.run(None, f1)
-        b = now()
-        cold()
-        c = now()
-        sn.run(None, fn)
-        d = now()
-        t1.append(b - a)
-        tn.append(d - c)
-        if r >= 2 and time.perf_counter() - start > budget_s:
-            break
-    m1, mn = float(np.median(t1)), float(np.median(tn))
-    per = (mn - m1) / (n - 1)
-    # Noise can make the difference vanish: never below a quarter of the long chain's mean per node.
-    return max(per, mn / (4 * n), 1e-8)
 
 
 def _unaligned(c: int, multiple: int) -> int:
@@ -568,17 +243,6 @@ def detect_channel_multiple() -> tuple[int, str]:
     if machine in ("aarch64", "arm64") or "asimd" in words:
         return 4, "NEON: 4 FP32 lanes"
     return 4, "no AVX2/AVX-512 or NEON found: 4 FP32 lanes assumed"
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def calibrate(name: str, *, threads: int = 1, grid: str = "default", kinds=None,
@@ -647,7 +311,7 @@ def calibrate(name: str, *, threads: int = 1, grid: str = "default", kinds=None,
     tables = {}
     for kind in kinds:
         if kind in io_points:
-            main = _io_table(kind, io_points[kind], io_channels[kind], io_sizes[kind])
+            main = io_table(kind, io_points[kind], io_channels[kind], io_sizes[kind])
         else:
             main = _table(kind, results.get((kind, True), {}))
         if main is None:
@@ -670,7 +334,7 @@ def calibrate(name: str, *, threads: int = 1, grid: str = "default", kinds=None,
                                for m in (0.0, subnormal.PROBE_MASKED)], budget_s=min(quiet_budget_s, 30.0))
     overheads.update(subnormal.overheads(plain, masked))
     overheads = {k: float(f"{v:.4g}") for k, v in overheads.items()}
-    products = batched_matmul.measure(
+    products = batched_products.measure(
         threads=threads, runs=spec["repeats"], flush=flush, columns=simd, points=spec.get("product_shapes"),
         progress=(lambda msg: progress(total, total, msg)) if progress else None,
         run_jobs=lambda jobs: speed.run(jobs, budget_s=min(quiet_budget_s, 30.0)))
@@ -790,7 +454,7 @@ def _table(kind: str, points: dict[tuple[int, int], float], sizes=None) -> Table
                  np.asarray(work))
 
 
-def _io_table(kind: str, points: dict[tuple[int, int, int], float], channels, sizes) -> Table | None:
+def io_table(kind: str, points: dict[tuple[int, int, int], float], channels, sizes) -> Table | None:
     """A table over (in channels, out channels, size) from `measure_io_grid` points."""
     if not points:
         return None

@@ -27,9 +27,10 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .cost.calibrate import MachineSpeed, clock_fn, default_clock, flush_caches, reference_model
-from .errors import ShapeError, UsageError
-from .runtime import make_session
+from ..errors import ShapeError, UsageError
+from ..runtime import make_session
+from .quiet import MachineSpeed
+from .timing import clock_fn, default_clock, flush_caches, reference_model
 
 MIN_PAIRS = 5  # below this a median is mostly noise, whatever the time budget says
 STOP_PAIRS = 10  # an early stop needs this many pairs: the bootstrap of a median is unreliable on fewer
