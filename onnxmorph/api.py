@@ -285,6 +285,8 @@ def prune(
                 f"(max abs diff {result.max_abs_diff:.3g}); nothing written — please report this model"
             )
         pruned, note = restore_interface(pruned, loaded, seed, arrays)
+        if loaded.dynamic and note is None:  # --save-masked keeps the original interface too
+            masked, _ = restore_interface(masked, loaded, seed, arrays)
     if measure and measured is None:  # not a latency target: report the measurement, re-target nothing
         with timer("measure"):
             measured = measure_once(loaded.model, pruned, cost_model, selection, fraction, threads, say)
@@ -551,14 +553,18 @@ def restore_interface(pruned: onnx.ModelProto, loaded, seed: int, data) -> tuple
     del candidate.graph.value_info[:]
     for vi in list(candidate.graph.input) + list(candidate.graph.output):
         spec = specs.get(vi.name)
-        if spec is None or isinstance(spec.dims[0], int):
+        if spec is None or not spec.dims or isinstance(spec.dims[0], int):
             continue
         vi.type.tensor_type.shape.dim[0].Clear()
         vi.type.tensor_type.shape.dim[0].dim_param = str(spec.dims[0])
     try:
         candidate = onnx.shape_inference.infer_shapes(candidate, strict_mode=False)
         feeds1 = sample_inputs(loaded, 2, seed + 1, data)
-        batched = {k: np.concatenate([f[k] for f in feeds1]) for k in feeds1[0]}
+        for k, v in feeds1[0].items():
+            if np.ndim(v) == 0:  # a scalar input is shared by the whole batch
+                feeds1[1][k] = v
+        batched = {k: v if np.ndim(v) == 0 else np.concatenate([f[k] for f in feeds1])
+                   for k, v in feeds1[0].items()}
         from .runtime import make_session
 
         single = make_session(pruned)

@@ -2,11 +2,13 @@
 
 from . import (  # noqa: F401  (registration side effects)
     concat_split,
+    control_flow,
     conv,
     elementwise,
     linear,
     normalization,
     pooling,
+    recurrent,
     shape,
     spatial,
 )
