@@ -21,6 +21,7 @@ import onnx_graphsurgeon as gs
 from onnx import shape_inference, version_converter
 
 from ..errors import ModelLoadError, ShapeError, UsageError
+from .walk import subgraphs
 
 # Models up to the newest opset and IR version the installed onnx knows load as they are (older ones are
 # converted up to 13). In the ort-training environment onnx < 1.18 caps them at IR 10, which its
@@ -221,8 +222,13 @@ def _infer(proto: onnx.ModelProto, source: str) -> onnx.ModelProto:
 def _inline_constant_ifs(graph: gs.Graph) -> int:
     """Replace each If whose condition is constant by the branch it takes. Every If output stays, as an
     `Identity` of the branch output (which may be an outer tensor or a branch constant), so graph
-    outputs keep their producers and names."""
+    outputs keep their producers and names. Nested graphs first: a branch's own shape tests (squeeze
+    a dim if it is 1) become constant once shapes are static, and the branch not taken may no longer
+    type-check."""
     count = 0
+    for node in list(graph.nodes):
+        for sub in subgraphs(node):
+            count += _inline_constant_ifs(sub)
     for node in list(graph.nodes):
         if node.op != "If" or not isinstance(node.inputs[0], gs.Constant):
             continue
@@ -247,7 +253,7 @@ def _inline_constant_ifs(graph: gs.Graph) -> int:
     return count
 
 
-def _fill_missing_shapes(graph: gs.Graph, model: onnx.ModelProto, static: dict) -> None:
+def _fill_missing_shapes(graph: gs.Graph, model: onnx.ModelProto, static: dict, source: str) -> None:
     """Ask onnxruntime for the shapes onnx's inference left symbolic (custom ops, data-dependent dims)."""
     missing = [
         t for t in graph.tensors().values()
@@ -267,7 +273,12 @@ def _fill_missing_shapes(graph: gs.Graph, model: onnx.ModelProto, static: dict) 
             next(i.type.tensor_type.elem_type for i in model.graph.input if i.name == name)))
         for name, shape in static.items()
     }
-    values = run_model(probe, feeds, outputs=[t.name for t in missing])
+    try:
+        values = run_model(probe, feeds, outputs=[t.name for t in missing])
+    except Exception as exc:  # e.g. a branch that can't be taken no longer type-checks at these shapes
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ShapeError(f"{source}: onnxruntime cannot run the model with the input shapes "
+                         f"{ {k: list(v) for k, v in static.items()} } ({first[:300]})") from None
     for t, v in zip(missing, values):
         t.shape = list(v.shape)
         if t.dtype is None:
@@ -325,7 +336,7 @@ def load_model(
         if len(graph.nodes) >= before or not any(n.op in ("Shape", "Size") for n in graph.nodes):
             break
     graph = gs.import_onnx(inferred)
-    _fill_missing_shapes(graph, inferred, static)
+    _fill_missing_shapes(graph, inferred, static, source)
     final = gs.export_onnx(graph, do_type_check=False)
     final.ir_version = folded.ir_version
     del final.opset_import[:]
