@@ -55,3 +55,33 @@ def test_loop_body_reads_freeze_and_verify():
     assert "control flow" in frozen["Conv_3"]  # the loop-carried input
     res = onnxmorph.prune(ZOO["loop_accumulate"](), target="flops=0.8")
     assert res.report["verify"]["passed"] and res.report["pruned"]["macs"] < res.report["original"]["macs"]
+
+
+def test_constant_condition_if_inside_a_branch_is_inlined():
+    """A branch's own If on a constant (as exporters write shape tests that become constant once shapes
+    are static) is replaced by the branch it takes, even when the outer If stays."""
+    from onnx import TensorProto, helper
+
+    from zoo import GraphBuilder, _branch
+
+    b = GraphBuilder("nested_if")
+    x = b.input([1, 3, 8, 8])
+    flag = b.input([], name="flag", dtype=TensorProto.BOOL)
+    a = b.cbr(x, 3, 8)
+    inner = helper.make_node(
+        "If", ["inner_cond"], ["inner_out"], name="inner_if",
+        then_branch=_branch("inner_then", [helper.make_node("Relu", [a], ["it"])], "it"),
+        else_branch=_branch("inner_else", [helper.make_node("Neg", [a], ["ie"])], "ie"))
+    cond = helper.make_node("Constant", [], ["inner_cond"], value=helper.make_tensor("c", TensorProto.BOOL, [], [False]))
+    then_g = _branch("then", [cond, inner], "inner_out")
+    else_g = _branch("else", [helper.make_node("Sigmoid", [a], ["eo"])], "eo")
+    y = b.op("If", [flag], then_branch=then_g, else_branch=else_g)
+    model = b.build(b.head(y, 8))
+    loaded = load_model(model)
+    outer = next(n for n in loaded.model.graph.node if n.op_type == "If")
+    then_ops = [n.op_type for n in next(a for a in outer.attribute if a.name == "then_branch").g.node]
+    assert "If" not in then_ops and "Neg" in then_ops and "Relu" not in then_ops
+    from onnxmorph.runtime import run_model
+    feed = {"input": np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32),
+            "flag": np.array(True)}
+    np.testing.assert_allclose(run_model(loaded.model, feed)[0], run_model(model, feed)[0], rtol=1e-5, atol=1e-6)
