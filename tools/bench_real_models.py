@@ -79,12 +79,34 @@ def _one(entry: dict) -> dict:
         row.update(prune_s=round(time.perf_counter() - t0, 2), refused=f"prune: {_line(exc)}")
         return row
     rep = res.report
+    row["recurrent"] = _hidden_sizes(analysis.loaded.model, res.model)
     row.update(prune_s=round(time.perf_counter() - t0, 2), macs_before=rep["original"]["macs"],
                macs_after=rep["pruned"]["macs"], params_before=rep["original"]["params"],
                params_after=rep["pruned"]["params"], achieved=rep["target"]["achieved"],
                reached=rep["target"]["reached"], verify_diff=rep["verify"]["max_abs_diff"],
                verified=rep["verify"]["passed"], notes=rep.get("notes", [])[:4])
     return row
+
+
+def _hidden_sizes(before, after) -> list[str]:
+    """`LSTM 64→32` for every recurrent node (hidden_size before and after pruning)."""
+    def sizes(model):
+        return {n.name: next((a.i for a in n.attribute if a.name == "hidden_size"), 0)
+                for n in model.graph.node if n.op_type in ("LSTM", "GRU", "RNN")}
+
+    ops = {n.name: n.op_type for n in before.graph.node}
+    old, new = sizes(before), sizes(after)
+    return [f"{ops[k]} {v}→{new.get(k, '?')}" for k, v in old.items()]
+
+
+def _why_nothing(row: dict) -> str:
+    """Why a model with no counted MACs has nothing to prune."""
+    ops = set(row.get("ops", []))
+    if ops & {"ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "DequantizeLinear"}:
+        return "no MACs counted: the compute is in quantized ops (not handled on this branch)"
+    if ops & {"If", "Loop", "Scan"}:
+        return "no MACs counted: the compute is inside If/Loop branches (control flow is not pruned through)"
+    return "no MACs counted"
 
 
 def _line(exc) -> str:
@@ -110,7 +132,10 @@ def _table(rows: list[dict]) -> str:
             diff = f"{r['verify_diff']:.1e}"
         else:
             before = after = diff = "–"
-        why = r.get("refused") or "; ".join(r.get("frozen_reasons", [])[:3])
+        why = r.get("refused") or ("; ".join(r.get("frozen_reasons", [])[:3]) if r.get("macs_before")
+                                   else _why_nothing(r))
+        if r.get("recurrent"):
+            why = f"{', '.join(r['recurrent'])}; {why}"
         lines.append(f"| {r['key'].split('__', 1)[1]} | {r['package']} | {(r['exporter'] or '')[:28]} | "
                      f"{r['opset']} | {', '.join(r.get('ops', [])) or '–'} | {r.get('inspect_s', '–')} | "
                      f"{r.get('prune_s', '–')} | {before} | {after} | {diff} | {why.replace('|', '/')} |")
