@@ -633,6 +633,28 @@ def loop_accumulate():
     return b.build(b.head(b.cbr(y, 8, 6), 6))
 
 
+def scan_outer_read():
+    """A Scan over the 64 positions of a conv output (as [64, 8]) accumulating x_i * c into a state, where c
+    (a pooled conv output) is read by name inside the body; a separate conv path stays prunable."""
+    b = GraphBuilder("scan_outer_read", opset=16)
+    x = b.input([1, 3, 8, 8])
+    a = b.cbr(x, 3, 8)
+    t = b.op("Reshape", [b.op("Transpose", [a], perm=[0, 2, 3, 1]), b.const(np.array([64, 8], np.int64))])
+    c = b.op("Flatten", [b.op("GlobalAveragePool", [b.cbr(a, 8, 8)])], axis=1)              # [1, 8]
+    body = helper.make_graph(
+        [helper.make_node("Mul", ["x_i", c], ["xc"], name="body_mul"),
+         helper.make_node("Add", ["s_in", "xc"], ["s_out"], name="body_add"),
+         helper.make_node("Relu", ["s_out"], ["y_i"], name="body_relu")],
+        "body",
+        [helper.make_tensor_value_info("s_in", TensorProto.FLOAT, [1, 8]),
+         helper.make_tensor_value_info("x_i", TensorProto.FLOAT, [8])],
+        [helper.make_tensor_value_info("s_out", TensorProto.FLOAT, [1, 8]),
+         helper.make_tensor_value_info("y_i", TensorProto.FLOAT, [1, 8])])
+    state, _ = b.op("Scan", [b.const(np.zeros((1, 8), np.float32)), t], n_out=2, body=body, num_scan_inputs=1)
+    e = b.cbr(b.cbr(x, 3, 10), 10, 6)
+    return b.build(b.gemm(state, 8, 5), b.head(e, 6))
+
+
 def scalar_input():
     """A rank-0 float input (a gain, like a sample rate) scales the features."""
     b = GraphBuilder("scalar_input")
@@ -684,6 +706,6 @@ def new_opset_ir11():
 
 
 RECURRENT = [lstm_stack, gru_bidirectional, rnn_reverse]
-CONTROL_FLOW = [if_outer_read, if_constant_condition, loop_accumulate]
+CONTROL_FLOW = [if_outer_read, if_constant_condition, loop_accumulate, scan_outer_read]
 INPUTS = [scalar_input, old_ir3_opset7, slice_int32, new_opset_ir11]
 ZOO.update({f.__name__: f for f in RECURRENT + CONTROL_FLOW + INPUTS})

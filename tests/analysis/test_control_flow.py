@@ -57,6 +57,15 @@ def test_loop_body_reads_freeze_and_verify():
     assert res.report["verify"]["passed"] and res.report["pruned"]["macs"] < res.report["original"]["macs"]
 
 
+def test_scan_body_reads_freeze_and_verify():
+    a = analyze(load_model(ZOO["scan_outer_read"]()))
+    frozen = _frozen_convs(a)
+    assert "read inside a subgraph of Scan" in frozen["Conv_19"]  # c, pooled, is read by the body
+    assert "control flow" in frozen["Conv_3"]  # the scanned sequence
+    res = onnxmorph.prune(ZOO["scan_outer_read"](), target="flops=0.8")
+    assert res.report["verify"]["passed"] and res.report["pruned"]["macs"] < res.report["original"]["macs"]
+
+
 def test_constant_condition_if_inside_a_branch_is_inlined():
     """A branch's own If on a constant (as exporters write shape tests that become constant once shapes
     are static) is replaced by the branch it takes, even when the outer If stays."""
