@@ -127,3 +127,28 @@ def test_peepholes_and_bias_are_sliced_per_gate():
     np.testing.assert_array_equal(p_new.reshape(3, 6), p_old.reshape(3, 10)[:, 4:])
     b_new, b_old = inits[node.input[3]], orig[src.input[3]]
     np.testing.assert_array_equal(b_new.reshape(8, 6), b_old.reshape(8, 10)[:, 4:])
+
+
+@pytest.mark.parametrize("op,attrs", [
+    ("GRU", {"linear_before_reset": 0}),
+    ("LSTM", {"direction": "bidirectional", "input_forget": 1}),
+    ("RNN", {"direction": "bidirectional", "activations": ["Relu", "Relu"]}),
+])
+def test_variants_prune_equal_to_masked(op, attrs, rng):
+    """Gate layouts and activations that change how a unit's state enters its own gates."""
+    b = GraphBuilder(f"{op}_variant")
+    T, H = 5, 7
+    d = 2 if attrs.get("direction") == "bidirectional" else 1
+    x = b.op("Transpose", [b.matmul(b.input([1, T, 4]), 4, 6)], perm=[1, 0, 2])
+    y = _recurrent(b, op, x, 6, H, directions=d, **attrs)[0]
+    y = b.op("Reshape", [b.op("Transpose", [y], perm=[2, 0, 1, 3]), b.const(np.array([1, T, d * H], np.int64))])
+    a = analyze(load_model(b.build(b.matmul(y, d * H, 3))))
+    hidden = next(g for g in a.groups if g.name.startswith(op))
+    assert hidden.channels == H
+    for p in (0.3, 0.7):
+        keep = rng.random(a.num_units) < p
+        keep[hidden.units[::2]] = False  # always remove hidden units 0, 2, 4, 6
+        for c in a.constraints:
+            if not keep[c].any():
+                keep[c[0]] = True
+        check_pruned_equals_masked(a, keep)
