@@ -170,7 +170,8 @@ def prune(model, *, data: str | os.PathLike | Mapping[str, np.ndarray] | None = 
         onnx.checker.check_model(pruned, full_check=True)
     with run.stage("verify", "verifying pruned == masked"):
         result = verified(masked, pruned, sample_inputs(loaded, VERIFY_BATCHES, opts.seed, arrays))
-        pruned, note = restore_interface(pruned, loaded, lambda: sample_inputs(loaded, 2, opts.seed + 1, arrays))
+        pruned, masked, note = with_interface(pruned, masked, loaded,
+                                              lambda: sample_inputs(loaded, 2, opts.seed + 1, arrays))
     if opts.measure and measured is None:  # not a latency target: report the measurement, re-target nothing
         with run.stage("measure"):
             measured = measure_once(loaded.model, pruned, cost_model, selection, plan.fraction, plan.threads,
@@ -329,6 +330,15 @@ def verified(masked: onnx.ModelProto, pruned: onnx.ModelProto, feeds):
             f"(max abs diff {result.max_abs_diff:.3g}); nothing written — please report this model"
         )
     return result
+
+
+def with_interface(pruned, masked, loaded, sample):
+    """The original interface (a dynamic batch) back on the pruned model and, where it holds there, on
+    the masked one (`--save-masked`)."""
+    pruned, note = restore_interface(pruned, loaded, sample)
+    if loaded.dynamic and note is None:
+        masked, _ = restore_interface(masked, loaded, sample)
+    return pruned, masked, note
 
 
 def add_run_blocks(report: dict, opts: PruneOptions, plan: Plan, has_data: bool, measured, fit) -> None:

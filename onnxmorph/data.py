@@ -68,6 +68,9 @@ def check_inputs(arrays: dict[str, np.ndarray], loaded, labels: str | None = Non
     for name, spec in specs.items():
         a = arrays[name]
         static = loaded.static_inputs[name]
+        if not static:  # a scalar input (a gain, a sample rate) has no axis to take examples along
+            raise DataError(f"model input '{name}' is a scalar: data-driven pruning needs every input batched "
+                            f"along axis 0; prune this model with --method magnitude and no --data")
         if a.ndim != len(static) or a.shape[1:] != tuple(static[1:]):
             raise DataError(f"data '{name}' has shape {tuple(a.shape)}, the model expects "
                             f"(N, {', '.join(map(str, static[1:]))})")

@@ -34,7 +34,7 @@ def sample_inputs(loaded, count: int, seed: int, data: dict[str, np.ndarray] | N
         feed = {}
         for spec in loaded.inputs:
             shape = list(loaded.static_inputs[spec.name])
-            if batch is not None:
+            if batch is not None and shape:  # (a scalar input has no batch)
                 shape[0] = batch
             if data is not None and spec.name in data:
                 arr = data[spec.name]

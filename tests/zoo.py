@@ -715,3 +715,190 @@ def few_expensive_many_cheap():
     cheap = b.op("Relu", [b.conv(x, 3, 256, k=1, stride=2)])  # 1x1 on 6x6: 108 MACs a channel
     pooled = b.op("Concat", [b.op("GlobalAveragePool", [big]), b.op("GlobalAveragePool", [cheap])], axis=1)
     return b.build(b.gemm(b.op("Flatten", [pooled]), 264, 4))
+
+# --- issue 14: recurrent layers, control flow, unusual inputs and old/new opsets -------------------------
+
+
+def _recurrent(b, op, x, feat, hidden, directions=1, **attrs):
+    """An LSTM/GRU/RNN node with seeded weights and a bias; returns its output names (Y, Y_h[, Y_c])."""
+    gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+    w = b.const(b.rand(directions, gates * hidden, feat, scale=1 / np.sqrt(feat)))
+    r = b.const(b.rand(directions, gates * hidden, hidden, scale=1 / np.sqrt(hidden)))
+    bias = b.const(b.rand(directions, 2 * gates * hidden, scale=0.1))
+    extra = attrs.pop("inputs", [])
+    return b.op(op, [x, w, r, bias, *extra], n_out=3 if op == "LSTM" else 2, hidden_size=hidden, **attrs)
+
+
+def lstm_stack():
+    """Two stacked LSTMs (peepholes, a constant initial_c, initial_h as a graph input) fed by a MatMul;
+    Y of the second and Y_h of the first feed MatMul heads."""
+    b = GraphBuilder("lstm_stack")
+    T, H1, H2 = 6, 10, 7
+    x = b.matmul(b.input([T, 1, 5]), 5, 8)
+    h0 = b.input([1, 1, H1], name="h0")
+    c0 = b.const(b.rand(1, 1, H1))
+    p = b.const(b.rand(1, 3 * H1, scale=0.3))
+    y1, yh1, _ = _recurrent(b, "LSTM", x, 8, H1, inputs=["", h0, c0, p])
+    y1 = b.op("Squeeze", [y1, b.const(np.array([1], np.int64))])                       # [T, 1, H1]
+    y2, _, yc2 = _recurrent(b, "LSTM", y1, H1, H2)
+    out = b.matmul(b.op("Squeeze", [y2, b.const(np.array([1], np.int64))]), H2, 3)
+    state = b.matmul(b.op("Reshape", [yh1, b.const(np.array([1, H1], np.int64))]), H1, 2)
+    cell = b.matmul(b.op("Reshape", [yc2, b.const(np.array([1, H2], np.int64))]), H2, 2)
+    return b.build(out, state, cell)
+
+
+def gru_bidirectional():
+    """As PyTorch exports a batch-first bidirectional GRU (linear_before_reset=1): the input [1, T, F] is
+    transposed to time-major, and Y [T, 2, 1, H] back to [1, T, 2H] for a MatMul head."""
+    b = GraphBuilder("gru_bidirectional")
+    T, H = 5, 6
+    x = b.op("Transpose", [b.matmul(b.input([1, T, 4]), 4, 8)], perm=[1, 0, 2])
+    y, _ = _recurrent(b, "GRU", x, 8, H, directions=2, direction="bidirectional", linear_before_reset=1)
+    y = b.op("Reshape", [b.op("Transpose", [y], perm=[2, 0, 1, 3]), b.const(np.array([1, T, 2 * H], np.int64))])
+    return b.build(b.matmul(y, 2 * H, 3))
+
+
+def rnn_reverse():
+    """A reverse-direction RNN whose final state Y_h feeds a Gemm."""
+    b = GraphBuilder("rnn_reverse")
+    x = b.matmul(b.input([4, 1, 3]), 3, 5)
+    _, yh = _recurrent(b, "RNN", x, 5, 8, direction="reverse")
+    return b.build(b.gemm(b.op("Reshape", [yh, b.const(np.array([1, 8], np.int64))]), 8, 4))
+
+
+def _branch(name, nodes, out, inits=()):
+    return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
+                             list(inits))
+
+
+def if_outer_read():
+    """An If (on a rank-0 bool input) whose branches read outer-scope activations: a Conv in the then
+    branch reads `a` (with an outer weight), the else branch reads `c`. Those channels are consumed by
+    the If; a separate conv path stays prunable."""
+    b = GraphBuilder("if_outer_read")
+    x = b.input([1, 3, 8, 8])
+    flag = b.input([], name="flag", dtype=TensorProto.BOOL)
+    a = b.cbr(x, 3, 8)
+    c = b.cbr(a, 8, 8)
+    w = b.const(b.rand(8, 8, 1, 1, scale=0.3), name="then_w")
+    then_g = _branch("then", [helper.make_node("Conv", [a, w], ["then_out"], name="then_conv")], "then_out")
+    else_g = _branch("else", [helper.make_node("Relu", [c], ["else_out"], name="else_relu")], "else_out")
+    y = b.op("If", [flag], then_branch=then_g, else_branch=else_g)
+    e = b.cbr(b.cbr(x, 3, 10), 10, 6)
+    return b.build(b.head(y, 8), b.head(e, 6))
+
+
+def if_constant_condition():
+    """An If with a constant condition and two outputs (one a graph output): loading inlines the branch
+    it takes; every output keeps its producer. The branch reads an outer activation."""
+    b = GraphBuilder("if_constant_condition")
+    x = b.input([1, 3, 8, 8])
+    a = b.cbr(x, 3, 8)
+    cond = b.const(np.array(True), name="cond")
+
+    def branch(name, first, second):
+        return helper.make_graph(
+            [helper.make_node(first, [a], [f"{name}1"]), helper.make_node(second, [a], [f"{name}2"])], name, [],
+            [helper.make_tensor_value_info(f"{name}1", TensorProto.FLOAT, None),
+             helper.make_tensor_value_info(f"{name}2", TensorProto.FLOAT, None)])
+
+    y, y2 = b.op("If", [cond], n_out=2, then_branch=branch("then", "Relu", "Neg"),
+                 else_branch=branch("else", "Neg", "Relu"))
+    return b.build(b.head(b.cbr(y, 8, 6), 6), y2)
+
+
+def loop_accumulate():
+    """A Loop (3 iterations) whose body adds an outer activation to the carried value."""
+    b = GraphBuilder("loop_accumulate")
+    x = b.input([1, 3, 8, 8])
+    a = b.cbr(x, 3, 8)
+    t = b.cbr(a, 8, 8)
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"], name="body_cond"),
+         helper.make_node("Add", ["v_in", t], ["v_out"], name="body_add")],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_in", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, None)])
+    y = b.op("Loop", [b.const(np.array(3, np.int64)), b.const(np.array(True)), a], body=body)
+    return b.build(b.head(b.cbr(y, 8, 6), 6))
+
+
+def scan_outer_read():
+    """A Scan over the 64 positions of a conv output (as [64, 8]) accumulating x_i * c into a state, where c
+    (a pooled conv output) is read by name inside the body; a separate conv path stays prunable."""
+    b = GraphBuilder("scan_outer_read", opset=16)
+    x = b.input([1, 3, 8, 8])
+    a = b.cbr(x, 3, 8)
+    t = b.op("Reshape", [b.op("Transpose", [a], perm=[0, 2, 3, 1]), b.const(np.array([64, 8], np.int64))])
+    c = b.op("Flatten", [b.op("GlobalAveragePool", [b.cbr(a, 8, 8)])], axis=1)              # [1, 8]
+    body = helper.make_graph(
+        [helper.make_node("Mul", ["x_i", c], ["xc"], name="body_mul"),
+         helper.make_node("Add", ["s_in", "xc"], ["s_out"], name="body_add"),
+         helper.make_node("Relu", ["s_out"], ["y_i"], name="body_relu")],
+        "body",
+        [helper.make_tensor_value_info("s_in", TensorProto.FLOAT, [1, 8]),
+         helper.make_tensor_value_info("x_i", TensorProto.FLOAT, [8])],
+        [helper.make_tensor_value_info("s_out", TensorProto.FLOAT, [1, 8]),
+         helper.make_tensor_value_info("y_i", TensorProto.FLOAT, [1, 8])])
+    state, _ = b.op("Scan", [b.const(np.zeros((1, 8), np.float32)), t], n_out=2, body=body, num_scan_inputs=1)
+    e = b.cbr(b.cbr(x, 3, 10), 10, 6)
+    return b.build(b.gemm(state, 8, 5), b.head(e, 6))
+
+
+def scalar_input():
+    """A rank-0 float input (a gain, like a sample rate) scales the features."""
+    b = GraphBuilder("scalar_input")
+    x = b.input([1, 3, 8, 8])
+    gain = b.input([], name="gain")
+    y = b.op("Mul", [b.cbr(x, 3, 8), gain])
+    return b.build(b.head(b.cbr(y, 8, 6), 6))
+
+
+def old_ir3_opset7():
+    """A classic-zoo style model: opset 7, IR 3, every initializer also listed as a graph input."""
+    b = GraphBuilder("old_ir3_opset7", opset=7)
+    x = b.input([1, 3, 8, 8])
+    y = b.op("Relu", [b.conv(x, 3, 8)])
+    y = b.op("Relu", [b.conv(y, 8, 12)])
+    y = b.op("GlobalAveragePool", [y])
+    y = b.op("Flatten", [y], axis=1)
+    out = b.gemm(y, 12, 5)
+    b.outputs.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, 5]))
+    inputs = b.inputs + [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in b.inits]
+    g = helper.make_graph(b.nodes, b.name, inputs, b.outputs, b.inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 7)], producer_name="zoo")
+    m.ir_version = 3
+    onnx.checker.check_model(m)
+    return m
+
+
+def slice_int32():
+    """tf2onnx style: Slice with int32 starts/ends/axes/steps takes channel ranges of a conv output."""
+    b = GraphBuilder("slice_int32", opset=13)
+    x = b.input([1, 3, 8, 8])
+    y = b.cbr(x, 3, 12)
+    i32 = lambda *v: b.const(np.array(v, np.int32))  # noqa: E731
+    lo = b.op("Slice", [y, i32(0), i32(8), i32(1), i32(1)])
+    hi = b.op("Slice", [y, i32(4), i32(12), i32(1), i32(1)])
+    y = b.op("Add", [b.cbr(lo, 8, 8), b.cbr(hi, 8, 8)])
+    return b.build(b.head(y, 8))
+
+
+def new_opset_ir11():
+    """A conv chain at opset 22 / IR 11 (onnx >= 1.18 writes these)."""
+    b = GraphBuilder("new_opset_ir11", opset=22)
+    x = b.input([1, 3, 8, 8])
+    y = b.cbr(b.cbr(x, 3, 8), 8, 12)
+    m = b.build(b.head(y, 12))
+    m.ir_version = 11
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+RECURRENT = [lstm_stack, gru_bidirectional, rnn_reverse]
+CONTROL_FLOW = [if_outer_read, if_constant_condition, loop_accumulate, scan_outer_read]
+INPUTS = [scalar_input, old_ir3_opset7, slice_int32, new_opset_ir11]
+ZOO.update({f.__name__: f for f in RECURRENT + CONTROL_FLOW + INPUTS})

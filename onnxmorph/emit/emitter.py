@@ -9,6 +9,7 @@ import onnx_graphsurgeon as gs
 from ..analysis.handlers import handler_for
 from ..errors import OnnxMorphError
 from ..graph.export import export_graph
+from ..graph.walk import outer_reads
 
 
 class EmitContext:
@@ -21,7 +22,8 @@ class EmitContext:
         self.opset = int(graph.opset)
         self._uses: dict[str, int] = {}
         for node in graph.nodes:
-            for t in node.inputs:
+            # a constant a subgraph reads by name is never edited in place (its users there stay as they are)
+            for t in list(node.inputs) + outer_reads(node):
                 if isinstance(t, gs.Constant):
                     self._uses[t.name] = self._uses.get(t.name, 0) + 1
         self._names = set(graph.tensors())

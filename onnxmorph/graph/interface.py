@@ -26,14 +26,18 @@ def restore_interface(pruned: onnx.ModelProto, loaded, sample: Callable[[], list
     del candidate.graph.value_info[:]
     for vi in list(candidate.graph.input) + list(candidate.graph.output):
         spec = specs.get(vi.name)
-        if spec is None or isinstance(spec.dims[0], int):
+        if spec is None or not spec.dims or isinstance(spec.dims[0], int):
             continue
         vi.type.tensor_type.shape.dim[0].Clear()
         vi.type.tensor_type.shape.dim[0].dim_param = str(spec.dims[0])
     try:
         candidate = onnx.shape_inference.infer_shapes(candidate, strict_mode=False)
         feeds1 = sample()
-        batched = {k: np.concatenate([f[k] for f in feeds1]) for k in feeds1[0]}
+        for k, v in feeds1[0].items():
+            if np.ndim(v) == 0:  # a scalar input is shared by the whole batch
+                feeds1[1][k] = v
+        batched = {k: v if np.ndim(v) == 0 else np.concatenate([f[k] for f in feeds1])
+                   for k, v in feeds1[0].items()}
         single = make_session(pruned)
         stacked = make_session(candidate).run(None, batched)
         singles = [single.run(None, f) for f in feeds1]

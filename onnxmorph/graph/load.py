@@ -7,9 +7,11 @@ opset in the range the handlers understand.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +22,13 @@ from onnx import shape_inference, version_converter
 
 from ..errors import ModelLoadError, ShapeError, UsageError
 from .memory import check_fits
+from .walk import subgraphs
 
-MIN_OPSET, MAX_OPSET = 11, 21
-MAX_IR_VERSION = 10  # the ort-training engine's onnxruntime 1.19 refuses IR 11+; every later runtime reads 10
+# Models up to the newest opset and IR version the installed onnx knows load as they are (older ones are
+# converted up to 13). In the ort-training environment onnx < 1.18 caps them at IR 10, which its
+# onnxruntime 1.19 reads.
+MIN_OPSET, MAX_OPSET = 11, onnx.defs.onnx_opset_version()
+MAX_IR_VERSION = onnx.IR_VERSION
 
 
 @dataclass
@@ -31,7 +37,8 @@ class TensorSpec:
 
     name: str
     elem_type: int
-    dims: list
+    dims: list  # [] for a scalar and for an input without a declared shape (see `has_shape`)
+    has_shape: bool = True
 
     @property
     def dtype(self) -> np.dtype:
@@ -64,13 +71,14 @@ class LoadedModel:
 
 
 def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
-    """Parse `name=1x3x224x224` strings (the CLI's `--input-shape`)."""
+    """Parse `name=1x3x224x224` strings (the CLI's `--input-shape`); `name=` is a scalar (rank 0)."""
     shapes: dict[str, tuple[int, ...]] = {}
     for spec in specs or []:
-        m = re.fullmatch(r"\s*([^=]+?)\s*=\s*(\d+(?:\s*[xX,]\s*\d+)*)\s*", spec)
+        m = re.fullmatch(r"\s*([^=]+?)\s*=\s*((?:\d+(?:\s*[xX,]\s*\d+)*)?)\s*", spec)
         if not m:
-            raise UsageError(f"bad --input-shape '{spec}': expected NAME=D1xD2x..., e.g. input=1x3x224x224")
-        dims = tuple(int(d) for d in re.split(r"\s*[xX,]\s*", m.group(2)))
+            raise UsageError(f"bad --input-shape '{spec}': expected NAME=D1xD2x..., e.g. input=1x3x224x224 "
+                             f"(NAME= for a scalar)")
+        dims = tuple(int(d) for d in re.split(r"\s*[xX,]\s*", m.group(2))) if m.group(2) else ()
         if any(d <= 0 for d in dims):
             raise UsageError(f"bad --input-shape '{spec}': dimensions must be positive")
         shapes[m.group(1)] = dims
@@ -86,7 +94,7 @@ def _spec(vi: onnx.ValueInfoProto) -> TensorSpec:
                 dims.append(int(d.dim_value))
             else:
                 dims.append(d.dim_param or "?")
-    return TensorSpec(vi.name, t.elem_type, dims)
+    return TensorSpec(vi.name, t.elem_type, dims, t.HasField("shape"))
 
 
 def read_model(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
@@ -134,6 +142,22 @@ def _convert_opset(proto: onnx.ModelProto, source: str, notes: list[str]) -> onn
     return converted
 
 
+def _drop_initializer_inputs(proto: onnx.ModelProto) -> None:
+    """IR < 4 lists initializers as graph inputs; they are weights, not inputs. Without them in the
+    input list the model needs IR 4 or later (and at least what its opset needs)."""
+    init_names = {i.name for i in proto.graph.initializer}
+    if not any(vi.name in init_names for vi in proto.graph.input):
+        return
+    real_inputs = [vi for vi in proto.graph.input if vi.name not in init_names]
+    del proto.graph.input[:]
+    proto.graph.input.extend(real_inputs)
+    try:
+        needed = onnx.helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
+    except Exception:  # an opset this onnx does not know: the newest IR it writes is safe
+        needed = MAX_IR_VERSION
+    proto.ir_version = max(proto.ir_version, needed, 4)
+
+
 def _fix_input_shapes(
     proto: onnx.ModelProto, specs: list[TensorSpec], user: dict[str, tuple[int, ...]], source: str
 ) -> dict[str, tuple[int, ...]]:
@@ -155,8 +179,9 @@ def _fix_input_shapes(
                     f"shape {spec.dims}"
                 )
         else:
-            if not spec.dims:
-                raise ShapeError(f"input '{spec.name}' has no declared shape: pass --input-shape")
+            if not spec.has_shape:
+                raise ShapeError(f"input '{spec.name}' has no declared shape: pass --input-shape "
+                                 f"{spec.name}=D1xD2x... ({spec.name}= for a scalar)")
             symbolic = [i for i, d in enumerate(spec.dims) if not isinstance(d, int)]
             if any(i != 0 for i in symbolic):
                 raise ShapeError(
@@ -171,6 +196,7 @@ def _fix_input_shapes(
     for vi in proto.graph.input:
         if vi.name in static:
             shape = vi.type.tensor_type.shape
+            shape.SetInParent()  # a scalar is an empty shape, not a missing one
             del shape.dim[:]
             for d in static[vi.name]:
                 shape.dim.add().dim_value = d
@@ -194,7 +220,41 @@ def _infer(proto: onnx.ModelProto, source: str) -> onnx.ModelProto:
         raise ShapeError(f"{source}: shape inference failed ({str(exc).splitlines()[0]})") from None
 
 
-def _fill_missing_shapes(graph: gs.Graph, model: onnx.ModelProto, static: dict) -> None:
+def _inline_constant_ifs(graph: gs.Graph) -> int:
+    """Replace each If whose condition is constant by the branch it takes. Every If output stays, as an
+    `Identity` of the branch output (which may be an outer tensor or a branch constant), so graph
+    outputs keep their producers and names. Nested graphs first: a branch's own shape tests (squeeze
+    a dim if it is 1) become constant once shapes are static, and the branch not taken may no longer
+    type-check."""
+    count = 0
+    for node in list(graph.nodes):
+        for sub in subgraphs(node):
+            count += _inline_constant_ifs(sub)
+    for node in list(graph.nodes):
+        if node.op != "If" or not isinstance(node.inputs[0], gs.Constant):
+            continue
+        cond = np.asarray(node.inputs[0].values).reshape(-1)
+        if cond.size != 1:
+            continue
+        branch = node.attrs["then_branch" if bool(cond[0]) else "else_branch"]
+        outs, branch_outs = list(node.outputs), list(branch.outputs)
+        if len(outs) != len(branch_outs):
+            continue
+        for t in branch._local_tensors().values():  # branch names may repeat the other branch's
+            t.name = f"{t.name}__{node.name}"
+        node.inputs.clear()
+        node.outputs.clear()
+        graph.nodes.remove(node)
+        graph.nodes.extend(branch.nodes)
+        for i, (out, src) in enumerate(zip(outs, branch_outs)):
+            graph.nodes.append(gs.Node("Identity", name=f"{node.name}__out{i}", inputs=[src], outputs=[out]))
+        count += 1
+    if count:
+        graph.toposort()
+    return count
+
+
+def _fill_missing_shapes(graph: gs.Graph, model: onnx.ModelProto, static: dict, source: str) -> None:
     """Ask onnxruntime for the shapes onnx's inference left symbolic (custom ops, data-dependent dims)."""
     missing = [
         t for t in graph.tensors().values()
@@ -214,7 +274,12 @@ def _fill_missing_shapes(graph: gs.Graph, model: onnx.ModelProto, static: dict) 
             next(i.type.tensor_type.elem_type for i in model.graph.input if i.name == name)))
         for name, shape in static.items()
     }
-    values = run_model(probe, feeds, outputs=[t.name for t in missing])
+    try:
+        values = run_model(probe, feeds, outputs=[t.name for t in missing])
+    except Exception as exc:  # e.g. a branch that can't be taken no longer type-checks at these shapes
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ShapeError(f"{source}: onnxruntime cannot run the model with the input shapes "
+                         f"{ {k: list(v) for k, v in static.items()} } ({first[:300]})") from None
     for t, v in zip(missing, values):
         t.shape = list(v.shape)
         if t.dtype is None:
@@ -228,16 +293,13 @@ def load_model(
     """Load, convert the opset if needed, make shapes static, fold constants and infer shapes."""
     proto, source = read_model(model)
     notes: list[str] = []
-    init_names = {i.name for i in proto.graph.initializer}
-    # IR < 4 lists initializers as graph inputs; they are weights, not inputs.
-    real_inputs = [vi for vi in proto.graph.input if vi.name not in init_names]
-    del proto.graph.input[:]
-    proto.graph.input.extend(real_inputs)
-    if not real_inputs:
+    # Convert the file as it is: the version converter needs IR < 4's initializers-as-inputs in place.
+    proto = _convert_opset(proto, source, notes)
+    _drop_initializer_inputs(proto)
+    if not proto.graph.input:
         raise ModelLoadError(f"{source}: the model has no inputs")
     specs_in = [_spec(vi) for vi in proto.graph.input]
     specs_out = [_spec(vi) for vi in proto.graph.output]
-    proto = _convert_opset(proto, source, notes)
     for imp in proto.opset_import:
         if imp.domain not in ("", "ai.onnx", "ai.onnx.ml", "com.microsoft"):
             notes.append(f"custom domain '{imp.domain}': its ops are treated as opaque")
@@ -259,7 +321,11 @@ def load_model(
         graph = gs.import_onnx(inferred)
         before = len(graph.nodes)
         try:
-            graph.fold_constants(fold_shapes=True, error_ok=True)
+            # graph-surgeon's own If flattening drops every other output of a multi-output If
+            with contextlib.redirect_stdout(sys.stderr):  # its log is print()ed
+                graph.fold_constants(fold_shapes=True, error_ok=True, flatten_subgraphs=False)
+                if _inline_constant_ifs(graph):
+                    graph.fold_constants(fold_shapes=True, error_ok=True, flatten_subgraphs=False)
         except Exception as exc:  # folding is an optimisation; a failure must not stop the analysis
             notes.append(f"constant folding skipped ({type(exc).__name__})")
         graph.cleanup(remove_unused_graph_inputs=False).toposort()
@@ -272,7 +338,7 @@ def load_model(
         if len(graph.nodes) >= before or not any(n.op in ("Shape", "Size") for n in graph.nodes):
             break
     graph = gs.import_onnx(inferred)
-    _fill_missing_shapes(graph, inferred, static)
+    _fill_missing_shapes(graph, inferred, static, source)
     final = gs.export_onnx(graph, do_type_check=False)
     final.ir_version = folded.ir_version
     del final.opset_import[:]

@@ -5,11 +5,13 @@ added to the import below and to HANDLER_MODULES."""
 from . import (  # noqa: F401  (each module registers its handlers with @register)
     attention,
     concat_split,
+    control_flow,
     conv,
     elementwise,
     linear,
     normalization,
     pooling,
+    recurrent,
     reductions,
     shape,
     spatial,
@@ -17,7 +19,8 @@ from . import (  # noqa: F401  (each module registers its handlers with @registe
 from .base import OpHandler, register, registered_handler, registered_ops
 from .leaf import LEAF
 
-HANDLER_MODULES = (attention, concat_split, conv, elementwise, linear, normalization, pooling, reductions, shape,
+HANDLER_MODULES = (attention, concat_split, control_flow, conv, elementwise, linear, normalization, pooling, recurrent,
+                   reductions, shape,
                    spatial)
 
 

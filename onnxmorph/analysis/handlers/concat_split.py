@@ -162,8 +162,10 @@ class SliceHandler(OpHandler):
             lo, hi, _ = slice(int(starts[i]), int(ends[i]), 1).indices(shape[a])
             new_starts[i] = int((kept < lo).sum())
             new_ends[i] = new_starts[i] + int(((kept >= lo) & (kept < hi)).sum())
-        ctx.set_input(node, 1, new_starts)
-        ctx.set_input(node, 2, new_ends)
+        # all index inputs of a Slice share one type (tf2onnx writes int32)
+        dtype = np.asarray(const_value(node.inputs[1])).dtype
+        ctx.set_input(node, 1, new_starts.astype(dtype))
+        ctx.set_input(node, 2, new_ends.astype(dtype))
 
 
 @register

@@ -12,7 +12,10 @@ class LeafHandler(OpHandler):
 
     @staticmethod
     def freeze_node(node, ctx, reason: str) -> None:
+        from .control_flow import freeze_subgraph_reads
+
         ctx.freeze_inputs(node, reason)
+        freeze_subgraph_reads(node, ctx)  # an unknown op with a graph attribute reads by name too
         ctx.leaves.setdefault(node.name, reason)
 
 
