@@ -111,6 +111,10 @@ class AnalysisContext:
             self.weights.append(WeightRef(node.name, np.asarray(const.values), axis, t.name, const.name,
                                           any(o is t for o in node.outputs)))
 
+    def weight_values(self, node: gs.Node, values: np.ndarray, axis: int, t: gs.Tensor, produces: bool) -> None:
+        """Like `weight`, for values that are not one stored constant as it is (e.g. a reshaped one)."""
+        self.weights.append(WeightRef(node.name, np.asarray(values), axis, t.name, "", produces))
+
     def cost(self, node: gs.Node, in_t: gs.Tensor | None, out_t: gs.Tensor | None, in_axis: int,
              out_axis: int, **terms: Bilinear) -> None:
         in_full = self._positions(in_t, in_axis)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ...cost.node_cost import Bilinear
+from ..node_cost import Bilinear
 from ..channels import ChannelMap
 from .base import OpHandler, const_value, is_present, register
 from .conv import F32
@@ -68,11 +68,9 @@ class RecurrentHandler(OpHandler):
         self._initial_states(node, ctx, units)
 
         # Importance: the rows of W and R that make each unit (gate by gate), and the columns of W.
-        from ..analyzer import WeightRef  # local: the analyzer imports the handlers
-
         ctx.weight(node, w_t, 2, x)
         for const in (w, r):
-            ctx.weights.append(WeightRef(node.name, const.reshape(d, gates, hidden, -1), 2, y.name, "", True))
+            ctx.weight_values(node, const.reshape(d, gates, hidden, -1), 2, y, True)
 
         # Per time step and direction, every gate multiplies the input (I x H) and the state (H x H).
         steps = seq * batch * d * gates
