@@ -278,8 +278,8 @@ def _fill_missing_shapes(graph: gs.Graph, model: onnx.ModelProto, static: dict, 
         values = run_model(probe, feeds, outputs=[t.name for t in missing])
     except Exception as exc:  # e.g. a branch that can't be taken no longer type-checks at these shapes
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ShapeError(f"{source}: onnxruntime cannot run the model with the input shapes "
-                         f"{ {k: list(v) for k, v in static.items()} } ({first[:300]})") from None
+        raise ModelLoadError(f"ONNX Runtime cannot run the model while loading the model: {first[:300]} "
+                             f"({source}, input shapes { {k: list(v) for k, v in static.items()} })") from None
     for t, v in zip(missing, values):
         t.shape = list(v.shape)
         if t.dtype is None:
