@@ -31,7 +31,7 @@ from .methods.decide import select_uniform
 from .train.engine import apply_params
 from .train.loop import recover
 from .train.reconstruct import reconstruct_cut
-from .verify import compare, sample_inputs
+from .verify import compare, is_quantized, sample_inputs
 
 VERIFY_BATCHES = 3
 # how one-shot scores share the cut among groups: the same share of every group, a global ranking of
@@ -131,8 +131,22 @@ def summarize(analysis: Analysis, profile=None) -> dict:
         "frozen_channels": sum(g.channels for g in analysis.frozen_groups),
         "groups": groups,
         "leaves": [{"node": k, "reason": v} for k, v in analysis.leaves.items()],
+        "quantized": quantized_share(analysis, cm),
         "notes": analysis.loaded.notes,
     }
+
+
+def quantized_share(analysis: Analysis, cm: CostModel) -> dict:
+    """How much of the model runs quantized: its nodes (QDQ-fed float ops and QOperator ops) and their
+    share of the counted MACs."""
+    from .analysis.handlers.quant import is_quantized_node
+
+    quantized = {n.name for n in analysis.loaded.graph().nodes if is_quantized_node(n)}
+    i, o = cm.alive(None)
+    macs = cm.per_node("macs", i, o)
+    total = float(macs.sum())
+    q = float(sum(m for c, m in zip(cm.nodes, macs) if c.node in quantized))
+    return {"nodes": len(quantized), "macs": int(round(q)), "macs_share": round(q / total, 6) if total else 0.0}
 
 
 def count_params(model: onnx.ModelProto) -> int:
@@ -205,6 +219,10 @@ def prune(
     with timer("load"):
         say("loading")
         loaded = load_model(model, input_shapes)
+    if is_quantized(loaded.model):  # integer weights: no gradient steps, no least-squares refit
+        refuse_quantized_training(method_obj, method, method_options.get("steps"), recover_steps)
+        budget = split_budget(0, 0, False, False)
+        reconstruct = bn_stats = False
     arrays, held_out = None, None
     if data is not None:
         arrays = _checked(data, loaded, labels, image_mean, image_std)
@@ -216,6 +234,7 @@ def prune(
         say("analyzing channel groups")
         analysis = analyze(loaded, options)
         cost_model = CostModel(analysis, profile)
+    check_countable(analysis, cost_model, metric)
     with timer("train" if method_obj.trains else "score"):
         say(f"scoring channels ({method})")
         fit = method_obj.fit(analysis, cost_model, data=arrays, seed=seed, metric=metric, fraction=fraction,
@@ -245,6 +264,7 @@ def prune(
             selection, relaxed, measured = retarget_measured(decide, selection, relaxed, analysis, loaded.model,
                                                              fraction, measure_rounds, threads, say)
         fit.notes.extend(measured.pop("notes"))
+    check_removed(selection, metric, fraction)
     if relaxed:
         fit.notes.append(f"the target needs some layers below {100 * floor:.0f} % of their channels")
     keep = selection.keep_units
@@ -308,6 +328,34 @@ def prune(
         report["timings"] = dict(timer.times, total=round(sum(timer.times.values()), 4))
     report.update(fit.extra)
     return PruneResult(pruned, masked, report, analysis)
+
+
+def refuse_quantized_training(method_obj, method: str, steps: int | None, recover_steps: int | None) -> None:
+    if method_obj.trains or (steps or 0) > 0 or (recover_steps or 0) > 0:
+        what = f"method '{method}'" if method_obj.trains else "recovery fine-tuning (--steps/--recover-steps)"
+        raise UsageError(f"{what} cannot train a quantized model: its weights are stored as integers "
+                         f"(DequantizeLinear of int8 constants) that gradient steps cannot update; use "
+                         f"--method magnitude without --steps, or prune the float model and quantize it after")
+
+
+def check_countable(analysis: Analysis, cost_model: CostModel, metric: str) -> None:
+    """A model whose counted cost is 0 has nothing onnxmorph knows how to shrink: a target on it would
+    be "reached" by removing nothing, so refuse it instead."""
+    frozen = sorted({g.frozen_reason for g in analysis.frozen_groups if g.frozen_reason})
+    if cost_model.total(metric) <= 0:
+        raise TargetUnreachable(f"onnxmorph counts 0 {metric} in this model (no op it can price"
+                                + (f"; {frozen[0]}" if frozen else "") + "): nothing to prune")
+    if analysis.num_units == 0:
+        raise TargetUnreachable(f"no prunable channels: all {sum(g.channels for g in analysis.frozen_groups)} are "
+                                f"frozen ({frozen[0] if frozen else 'no channel groups'}"
+                                + (f"; {len(frozen) - 1} more reasons" if len(frozen) > 1 else "") + ")")
+
+
+def check_removed(selection, metric: str, fraction: float) -> None:
+    """Never report success for a prune that removed nothing it was asked to remove."""
+    if fraction < 1.0 and selection.keep_units.all():
+        raise TargetUnreachable(f"target {metric}={fraction:g} removed nothing: no prunable channel could be "
+                                f"removed (see `onnxmorph inspect`)")
 
 
 def split_budget(steps: int | None, recover_steps: int | None, trains: bool, has_data: bool) -> dict:

@@ -18,6 +18,7 @@ from ..cost.node_cost import Bilinear, NodeCost
 from ..graph.load import LoadedModel
 from .channels import ChannelMap, ElementTable, resolve_rectangles
 from .handlers import handler_for
+from .handlers.base import const_value
 from .handlers.leaf import LEAF
 from .options import AnalysisOptions
 
@@ -107,8 +108,8 @@ class AnalysisContext:
 
     def weight(self, node: gs.Node, const: gs.Constant, axis: int, t: gs.Tensor) -> None:
         cmap = self.map(t)
-        if cmap is not None and cmap.is_1d:
-            self.weights.append(WeightRef(node.name, np.asarray(const.values), axis, t.name, const.name,
+        if cmap is not None and cmap.is_1d:  # (a quantized weight counts by its dequantized value)
+            self.weights.append(WeightRef(node.name, const_value(const), axis, t.name, const.name,
                                           any(o is t for o in node.outputs)))
 
     def cost(self, node: gs.Node, in_t: gs.Tensor | None, out_t: gs.Tensor | None, in_axis: int,

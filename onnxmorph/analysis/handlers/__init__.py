@@ -7,6 +7,7 @@ from . import (  # noqa: F401  (registration side effects)
     linear,
     normalization,
     pooling,
+    quant,
     shape,
     spatial,
 )
