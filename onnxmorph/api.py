@@ -348,7 +348,7 @@ def check_countable(analysis: Analysis, cost_model: CostModel, metric: str) -> N
     if analysis.num_units == 0:
         raise TargetUnreachable(f"no prunable channels: all {sum(g.channels for g in analysis.frozen_groups)} are "
                                 f"frozen ({frozen[0] if frozen else 'no channel groups'}"
-                                + (f"; {len(frozen) - 1} more reasons" if len(frozen) > 1 else "") + ")")
+                                + (f" and {len(frozen) - 1} more" if len(frozen) > 1 else "") + ")")
 
 
 def check_removed(selection, metric: str, fraction: float) -> None:

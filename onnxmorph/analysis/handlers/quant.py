@@ -67,11 +67,13 @@ def quantized_weight(t) -> gs.Node | None:
 
 
 def is_quantized_node(node: gs.Node) -> bool:
-    """A QOperator op, or a float op fed by a DequantizeLinear (QDQ): it runs quantized."""
+    """A QOperator op, or a float op whose data and weight (its first two inputs) both come out of a
+    DequantizeLinear (QDQ): runtimes run it on the integers."""
     if node.op in QOPERATOR_OPS or node.op.startswith("QLinear") or node.op == "QGemm":
         return True
-    return any(isinstance(t, gs.Variable) and len(t.inputs) == 1 and t.inputs[0].op == "DequantizeLinear"
-               for t in node.inputs)
+    operands = [t for t in node.inputs[:2] if t.name]
+    return bool(operands) and all(isinstance(t, gs.Variable) and len(t.inputs) == 1
+                                  and t.inputs[0].op == "DequantizeLinear" for t in operands)
 
 
 @register
