@@ -26,6 +26,7 @@ from .errors import OnnxMorphError, TargetUnreachable, UsageError, VerificationE
 from .fidelity import fidelity
 from .gates import build_masked
 from .graph import load_model
+from .graph.precision import load_working_copy
 from .methods import get_method, select_units
 from .methods.decide import select_uniform
 from .train.engine import apply_params
@@ -98,7 +99,7 @@ def inspect(model, *, input_shapes: dict | None = None, attention: str = "heads"
     """Load and analyse a model (path or ModelProto). `attention` ("heads" | "head-dims" | "off") and
     `prune_embedding` choose the transformer units (see `AnalysisOptions`)."""
     options = AnalysisOptions(attention, prune_embedding)
-    return analyze(load_model(model, input_shapes), options)
+    return analyze(load_working_copy(model, input_shapes, train=False)[0], options)
 
 
 def summarize(analysis: Analysis, profile=None) -> dict:
@@ -218,10 +219,12 @@ def prune(
 
     with timer("load"):
         say("loading")
-        loaded = load_model(model, input_shapes)
+        loaded, half = load_working_copy(model, input_shapes, method_obj.trains or budget["recovery"] > 0)
     if is_quantized(loaded.model):  # integer weights: no gradient steps, no least-squares refit
         refuse_quantized_training(method_obj, method, method_options.get("steps"), recover_steps)
         budget = split_budget(0, 0, False, False)
+        if data is not None and (reconstruct or bn_stats):
+            loaded.notes.append("least-squares reconstruction skipped: the weights are quantized")
         reconstruct = bn_stats = False
     arrays, held_out = None, None
     if data is not None:
@@ -327,7 +330,26 @@ def prune(
             report["fidelity"] = held_out_fidelity(loaded, pruned, held_out, labels)
         report["timings"] = dict(timer.times, total=round(sum(timer.times.values()), 4))
     report.update(fit.extra)
+    if half is not None:  # the float32 working copy back in the model's own dtype
+        pruned, masked, report["precision"] = write_back_half(half, pruned, masked, feeds)
     return PruneResult(pruned, masked, report, analysis)
+
+
+def write_back_half(half, pruned, masked, feeds) -> tuple[onnx.ModelProto, onnx.ModelProto, dict]:
+    """Pruned and masked models in the half dtype they came in; float16 ones are verified again as
+    written (ONNX Runtime runs float16 on the CPU; bfloat16 Conv/Gemm/MatMul it does not)."""
+    pruned_h, masked_h = half.restore(pruned), half.restore(masked)
+    check = {"dtype": half.name, "working_copy": "float32"}
+    if half.name == "float16":
+        f16 = [{k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in f.items()} for f in feeds]
+        result = compare(masked_h, pruned_h, f16)
+        if not result.passed:
+            raise VerificationError(f"verification failed in float16: pruned differs from masked on output "
+                                    f"'{result.worst_output}' (max abs diff {result.max_abs_diff:.3g}); nothing written")
+        check["verify"] = result.as_dict()
+    else:
+        check["verify"] = "on the float32 copies (ONNX Runtime's CPU provider has no bfloat16 Conv/Gemm/MatMul)"
+    return pruned_h, masked_h, check
 
 
 def refuse_quantized_training(method_obj, method: str, steps: int | None, recover_steps: int | None) -> None:

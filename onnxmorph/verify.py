@@ -10,6 +10,7 @@ import onnx
 from .runtime import make_session
 
 RTOL = 1e-4
+FP16_RTOL = 4 * float(np.finfo(np.float16).eps)  # float16 outputs: sums in another order differ by a few ulps
 QUANT_STEPS = 1  # quantized models: outputs may differ by this many steps of their quantization scale
 QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
                  "MatMulInteger")
@@ -107,6 +108,7 @@ def _compare(reference, candidate, feeds, steps: dict[str, float] | None = None,
     max_abs, worst, worst_name = 0.0, 0.0, ""
     for feed in feeds:
         for name, r, c in zip(names, ref_s.run(names, feed), cand_s.run(names, feed)):
+            dtype = np.asarray(r).dtype
             r = np.asarray(r, dtype=np.float64)
             c = np.asarray(c, dtype=np.float64)
             if r.shape != c.shape:
@@ -120,7 +122,8 @@ def _compare(reference, candidate, feeds, steps: dict[str, float] | None = None,
             # ~1e-6 of the largest values they pass through (Inception's logits reach ~300), while
             # a wrongly removed channel shifts outputs by a sizeable fraction of that scale.
             scale = max(1.0, float(np.nanmax(np.abs(r))))
-            tol = max(RTOL * scale, QUANT_STEPS * steps.get(name, 0.0) * (1 + 1e-4))
+            rtol = RTOL if dtype != np.float16 else FP16_RTOL
+            tol = max(rtol * scale, QUANT_STEPS * steps.get(name, 0.0) * (1 + 1e-4))
             ratio = float(np.nanmax(np.where(np.isnan(diff), np.inf, diff / tol)))
             if ratio > worst:
                 worst, worst_name = ratio, name

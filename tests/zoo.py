@@ -658,3 +658,37 @@ def integer_conv_matmul():
 
 # Integer-domain (QOperator) models: their channels are frozen with a reason, their MACs counted.
 QOPERATOR = {f.__name__: f for f in [qlinear_conv, integer_conv_matmul]}
+
+
+def _as_half(model, elem_type):
+    """`model` with every float32 weight, input and output in float16 or bfloat16 (bfloat16 Conv needs
+    opset 22)."""
+    m = onnx.ModelProto.FromString(model.SerializeToString())
+    g = m.graph
+    for i, t in enumerate(g.initializer):
+        a = numpy_helper.to_array(t)
+        if a.dtype == np.float32:
+            g.initializer[i].CopyFrom(numpy_helper.from_array(a.astype(np.float16), t.name)
+                                      if elem_type == TensorProto.FLOAT16
+                                      else helper.make_tensor(t.name, elem_type, a.shape, a.ravel().tolist()))
+    for vi in list(g.input) + list(g.output):
+        vi.type.tensor_type.elem_type = elem_type
+    del g.value_info[:]
+    if elem_type == TensorProto.BFLOAT16:
+        m.opset_import[0].version = 22
+        m.ir_version = 10
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def fp16_conv():
+    """conv_chain (Conv, BatchNormalization, Relu, Gemm head) in float16."""
+    return _as_half(conv_chain(), TensorProto.FLOAT16)
+
+
+def bf16_conv():
+    """conv_chain in bfloat16 (opset 22): ONNX Runtime's CPU provider has no kernel for its Conv."""
+    return _as_half(conv_chain(), TensorProto.BFLOAT16)
+
+
+HALF = {f.__name__: f for f in [fp16_conv, bf16_conv]}
