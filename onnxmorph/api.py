@@ -32,6 +32,7 @@ from .methods.decide import select_uniform
 from .train.engine import apply_params
 from .train.loop import recover
 from .train.reconstruct import reconstruct_cut
+from .train.requantize import reconstruct_quantized
 from .verify import compare, is_quantized, sample_inputs
 
 VERIFY_BATCHES = 3
@@ -220,12 +221,11 @@ def prune(
     with timer("load"):
         say("loading")
         loaded, half = load_working_copy(model, input_shapes, method_obj.trains or budget["recovery"] > 0)
-    if is_quantized(loaded.model):  # integer weights: no gradient steps, no least-squares refit
+    quantized = is_quantized(loaded.model)
+    if quantized:  # integer weights: no gradient steps (the least-squares refit requantizes)
         refuse_quantized_training(method_obj, method, method_options.get("steps"), recover_steps)
         budget = split_budget(0, 0, False, False)
-        if data is not None and (reconstruct or bn_stats):
-            loaded.notes.append("least-squares reconstruction skipped: the weights are quantized")
-        reconstruct = bn_stats = False
+        bn_stats = False
     arrays, held_out = None, None
     if data is not None:
         arrays = _checked(data, loaded, labels, image_mean, image_std)
@@ -275,8 +275,12 @@ def prune(
         with timer("reconstruct"):
             say("reconstructing the cut layers (least squares)")
             inputs_only = {s.name: arrays[s.name] for s in loaded.inputs}
-            rebuilt = reconstruct_cut(analysis, keep, inputs_only, teacher=teacher, seed=seed, progress=progress,
-                                      refit=reconstruct, bn_stats=bn_stats)
+            if quantized:
+                rebuilt = reconstruct_quantized(analysis, keep, inputs_only, teacher=teacher, seed=seed,
+                                                progress=progress)
+            else:
+                rebuilt = reconstruct_cut(analysis, keep, inputs_only, teacher=teacher, seed=seed, progress=progress,
+                                          refit=reconstruct, bn_stats=bn_stats)
         analysis = replace(analysis, loaded=replace(analysis.loaded,
                                                     model=apply_params(analysis.loaded.model, rebuilt.params)))
         fit.notes.append(rebuilt.note())

@@ -130,3 +130,32 @@ def test_cli_inspect_says_quantized_share(tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["quantized"]["macs_share"] == 1.0
+
+
+def test_qdq_least_squares_refit_requantized():
+    """With data, the cut QDQ model is refit in float and stored back as int8 (per-channel scales grow only
+    where needed): its outputs move closer to the unpruned model's than the plain cut's, and verify holds."""
+    model = QDQ[0]()
+    x = {"input": np.random.default_rng(0).standard_normal((160, 3, 12, 12)).astype(np.float32)}
+    plain = onnxmorph.prune(model, target="flops=0.4", data=x, reconstruct=False)
+    refit = onnxmorph.prune(model, target="flops=0.4", data=x)
+    assert any("least-squares reconstruction refit" in n for n in refit.report["notes"])
+    out = model.graph.output[0].name
+    err = {k: r.report["fidelity"]["outputs"][out]["relative_error"]
+           for k, r in (("plain", plain), ("refit", refit))}
+    assert err["refit"] < 0.8 * err["plain"], err
+    assert refit.report["verify"]["passed"]
+    for q_arr, scale, zp, _ in _dq_weights(refit.model).values():
+        assert q_arr.dtype in (np.int8, np.int32) and np.all(np.abs(q_arr.astype(np.int64)) <= 2 ** 31 - 1)
+
+
+def test_requantize_grows_scale_only_where_needed():
+    from onnxmorph.train.requantize import _dequantize, _quantize
+
+    w = np.array([[0.5, -1.0], [3.0, 0.1]], np.float32)  # row 1 leaves the range of its scale 0.01
+    scale = np.array([0.01, 0.01], np.float32)
+    q, s = _quantize(w, scale, np.zeros(2, np.int8), 0, np.int8, grow=True)
+    assert s[0] == scale[0] and s[1] == pytest.approx(3.0 / 127)
+    np.testing.assert_allclose(_dequantize(q, s, np.zeros(2, np.int8), 0), w, atol=s.max() / 2 + 1e-7)
+    q, s = _quantize(w, scale, np.zeros(2, np.int8), 0, np.int8, grow=False)
+    assert np.array_equal(s, scale) and q.max() == 127
