@@ -25,7 +25,6 @@ from .emit import emit_pruned
 from .errors import OnnxMorphError, TargetUnreachable, UsageError, VerificationError
 from .fidelity import fidelity
 from .gates import build_masked
-from .graph import load_model
 from .graph.precision import load_working_copy
 from .methods import get_method, select_units
 from .methods.decide import select_uniform

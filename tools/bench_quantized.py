@@ -19,8 +19,12 @@ the QOperator format. Rows:
 Latency: ONNX Runtime CPU, 1 thread, the unpruned quantized model and the pruned one timed interleaved in
 the same run (`onnxmorph.measure.measured_ratio`: median of pairs, bootstrap relative standard error).
 Accuracy: argmax of the logits vs `labels` on models/demo_cnn_test.npz (497 images, one image = 0.2 points).
+`--model resnet_bn` runs the same on models/resnet_bn.onnx (same digits data; BatchNormalization kept in
+the fp32 file, folded by the quantizer's pre-processing).
 
-    nice -n 10 .venv/bin/python tools/bench_quantized.py --json docs/bench_quantized.json
+    nice -n 10 .venv/bin/python tools/bench_quantized.py                  # the demo, channels as they fall
+    nice -n 10 .venv/bin/python tools/bench_quantized.py --round-to 8     # channel counts multiples of 8
+    nice -n 10 .venv/bin/python tools/bench_quantized.py --model resnet_bn
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from onnxmorph.errors import OnnxMorphError  # noqa: E402
 from onnxmorph.measure import measured_ratio  # noqa: E402
 from onnxmorph.runtime import make_session  # noqa: E402
 
-MODEL = ROOT / "models" / "demo_cnn.onnx"
+MODELS = {"demo": ROOT / "models" / "demo_cnn.onnx", "resnet_bn": ROOT / "models" / "resnet_bn.onnx"}
 TRAIN = ROOT / "models" / "demo_cnn.npz"
 TEST = ROOT / "models" / "demo_cnn_test.npz"
 BATCHES = (1, 32)
@@ -102,42 +106,46 @@ def _notes(report) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=sorted(MODELS), default="demo")
     ap.add_argument("--fraction", type=float, default=0.5)
+    ap.add_argument("--round-to", type=int, default=1, help="channel multiple for every prune (onnxmorph's --round-to)")
     ap.add_argument("--calib", type=int, default=200, help="calibration images (the first of demo_cnn.npz)")
     ap.add_argument("--json", type=Path, help="write the rows here")
     args = ap.parse_args(argv)
     train, test = np.load(TRAIN), np.load(TEST)
     x, y = test["input"], test["labels"]
     target = f"flops={args.fraction:g}"
-    fp32_acc = accuracy(MODEL, x, y)
+    model_path = MODELS[args.model]
+    opts = {"target": target, "round_to": args.round_to}
+    fp32_acc = accuracy(model_path, x, y)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         calib = train["input"][:args.calib]
-        q = {name: quantize(MODEL, tmp / f"{name}.onnx", fmt, pc, calib)
+        q = {name: quantize(model_path, tmp / f"{name}.onnx", fmt, pc, calib)
              for name, fmt, pc in (("qdq-pc", "QDQ", True), ("qdq-pt", "QDQ", False),
                                    ("qoperator-pc", "QOperator", True))}
         for name in ("qdq-pc", "qdq-pt"):
             t0 = time.perf_counter()
-            res = onnxmorph.prune(str(q[name]), target=target)
+            res = onnxmorph.prune(str(q[name]), **opts)
             rows.append(row(f"{name} magnitude", q[name], res.model, x, y, fp32_acc, res.report,
                             f"prune {time.perf_counter() - t0:.1f} s"))
         for name in ("qdq-pc", "qdq-pt"):
             t0 = time.perf_counter()
-            res = onnxmorph.prune(str(q[name]), target=target, data=str(TRAIN), labels="labels")
+            res = onnxmorph.prune(str(q[name]), data=str(TRAIN), labels="labels", **opts)
             rows.append(row(f"{name} magnitude --data", q[name], res.model, x, y, fp32_acc, res.report,
                             f"prune {time.perf_counter() - t0:.1f} s; {_notes(res.report)}"))
         t0 = time.perf_counter()
-        fp32 = onnxmorph.prune(str(MODEL), target=target, data=str(TRAIN), labels="labels")
+        fp32 = onnxmorph.prune(str(model_path), data=str(TRAIN), labels="labels", **opts)
         seconds = time.perf_counter() - t0
         fp32.save(tmp / "fp32_pruned.onnx")
-        rows.append(row("fp32 magnitude --data (reference, vs fp32)", MODEL, fp32.model, x, y, fp32_acc, None,
+        rows.append(row("fp32 magnitude --data (reference, vs fp32)", model_path, fp32.model, x, y, fp32_acc, None,
                         f"prune {seconds:.1f} s (refit + 300 recovery steps)"))
         requant = quantize(tmp / "fp32_pruned.onnx", tmp / "fp32_pruned_qdq.onnx", "QDQ", True, calib)
         rows.append(row("fp32 magnitude --data -> quantize qdq-pc", q["qdq-pc"], onnx.load(str(requant)), x, y,
                         fp32_acc, None, "the fp32 row's model, quantized like qdq-pc"))
         try:
-            onnxmorph.prune(str(q["qoperator-pc"]), target=target)
+            onnxmorph.prune(str(q["qoperator-pc"]), **opts)
             rows.append({"row": "qoperator-pc magnitude", "note": "pruned (unexpected)"})
         except OnnxMorphError as exc:
             rows.append({"row": "qoperator-pc magnitude", "note": f"refused: {exc}"})

@@ -18,6 +18,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ...cost.node_cost import Bilinear
+from ...errors import OnnxMorphError
 from .base import OpHandler, const_value, is_present, norm_axis, register
 
 QOPERATOR_OPS = ("QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger")
@@ -48,7 +49,7 @@ def dequantized(node: gs.Node) -> np.ndarray | None:
     if scale is None or (is_present(node, 2) and zp is None):
         return None
     if int(node.attrs.get("block_size", 0)) or scale.ndim > 1:
-        raise ValueError(f"DequantizeLinear '{node.name}': blocked quantization is not supported")
+        return None  # blocked quantization: not read as a constant, so its consumer stays a leaf
     zp = np.zeros_like(scale, dtype=np.int64) if zp is None else zp.astype(np.int64)
     if _per_axis(scale):
         view = [1] * q.ndim
@@ -196,14 +197,14 @@ class QuantizedWeights:
         for node, i, dq, original, index in self.views:
             current = node.inputs[i]
             if not isinstance(current, gs.Constant):
-                raise RuntimeError(f"internal error: the quantized weight of '{node.name}' was rewritten")
+                raise OnnxMorphError(f"internal error: the quantized weight of '{node.name}' was rewritten")
             idx = np.asarray(current.values)
             q = np.asarray(dq.inputs[0].values)
             if idx.shape == q.shape and np.array_equal(idx.ravel(), np.arange(q.size)):
                 node.inputs[i] = original
                 continue
             if not np.issubdtype(idx.dtype, np.integer) or idx.ndim != q.ndim:
-                raise RuntimeError(f"internal error: the quantized weight of '{node.name}' was not a selection")
+                raise OnnxMorphError(f"internal error: the quantized weight of '{node.name}' was not a selection")
             node.inputs[i] = self._requantized(dq, original, q, idx)
 
     def _requantized(self, dq: gs.Node, original: gs.Variable, q: np.ndarray, idx: np.ndarray) -> gs.Variable:
@@ -214,7 +215,7 @@ class QuantizedWeights:
             axis = norm_axis(int(dq.attrs.get("axis", 1)), q.ndim)
             coords = np.moveaxis(np.unravel_index(idx, q.shape)[axis], axis, 0).reshape(idx.shape[axis], -1)
             if not (coords == coords[:, :1]).all():
-                raise RuntimeError(f"internal error: '{original.name}' was not sliced along its quantization axis")
+                raise OnnxMorphError(f"internal error: '{original.name}' was not sliced along its quantization axis")
             picked = coords[:, 0]
             for k in (1, 2):
                 if is_present(dq, k):
