@@ -236,7 +236,7 @@ def prune(
         say("analyzing channel groups")
         analysis = analyze(loaded, options)
         cost_model = CostModel(analysis, profile)
-    check_countable(analysis, cost_model, metric)
+    check_countable(analysis, cost_model, metric, fraction)
     with timer("train" if method_obj.trains else "score"):
         say(f"scoring channels ({method})")
         fit = method_obj.fit(analysis, cost_model, data=arrays, seed=seed, metric=metric, fraction=fraction,
@@ -363,14 +363,15 @@ def refuse_quantized_training(method_obj, method: str, steps: int | None, recove
                          f"--method magnitude without --steps, or prune the float model and quantize it after")
 
 
-def check_countable(analysis: Analysis, cost_model: CostModel, metric: str) -> None:
+def check_countable(analysis: Analysis, cost_model: CostModel, metric: str, fraction: float) -> None:
     """A model whose counted cost is 0 has nothing onnxmorph knows how to shrink: a target on it would
-    be "reached" by removing nothing, so refuse it instead."""
+    be "reached" by removing nothing, so refuse it instead; so is one with every channel frozen, unless
+    the target keeps everything."""
     frozen = sorted({g.frozen_reason for g in analysis.frozen_groups if g.frozen_reason})
     if cost_model.total(metric) <= 0:
         raise TargetUnreachable(f"onnxmorph counts 0 {metric} in this model (no op it can price"
                                 + (f"; {frozen[0]}" if frozen else "") + "): nothing to prune")
-    if analysis.num_units == 0:
+    if analysis.num_units == 0 and fraction < 1.0:
         raise TargetUnreachable(f"no prunable channels: all {sum(g.channels for g in analysis.frozen_groups)} are "
                                 f"frozen ({frozen[0] if frozen else 'no channel groups'}"
                                 + (f" and {len(frozen) - 1} more" if len(frozen) > 1 else "") + ")")
