@@ -626,7 +626,8 @@ ZOO.update({f.__name__: f for f in QDQ})
 
 
 def qlinear_conv():
-    """QOperator: QuantizeLinear, two QLinearConv, DequantizeLinear (onnxruntime's QOperator format)."""
+    """QOperator: QuantizeLinear, two QLinearConv (per-channel int8 weights, int32 bias, uint8 activations
+    with zero point 128), DequantizeLinear (onnxruntime's QOperator format)."""
     b = GraphBuilder("qlinear_conv", opset=13)
     s, z = b.const(ACT_SCALE), b.const(ACT_ZP)
     y = b.op("QuantizeLinear", [b.input([1, 3, 10, 10]), s, z])
@@ -656,8 +657,9 @@ def integer_conv_matmul():
     return b.build(dequant(b.op("MatMulInteger", [fq, b.const(q), fz]), fs, scale))
 
 
-# Integer-domain (QOperator) models: their channels are frozen with a reason, their MACs counted.
-QOPERATOR = {f.__name__: f for f in [qlinear_conv, integer_conv_matmul]}
+ZOO["qlinear_conv"] = qlinear_conv  # prunes: its masked model gates with Where(keep, x, zero point)
+# Integer-domain models whose channels are frozen with a reason, their MACs counted.
+QOPERATOR = {f.__name__: f for f in [integer_conv_matmul]}
 
 
 def _as_half(model, elem_type):

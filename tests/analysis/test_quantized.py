@@ -1,7 +1,7 @@
 """Quantized models (zoo patterns `qdq_*`, `qlinear_conv`, `integer_conv_matmul`): QDQ prunes through its
 quantized weights with the Q/DQ structure kept and pruned == masked within one quantization step;
-QOperator MACs are counted and its channels refused with the reason; nothing is ever reported as a
-success when nothing was removed."""
+QLinearConv prunes with zero-point gates; the other integer ops have their MACs counted and their channels
+refused with the reason; nothing is ever reported as a success when nothing was removed."""
 
 import json
 import subprocess
@@ -15,7 +15,7 @@ from onnx import numpy_helper
 import onnxmorph
 from onnxmorph.api import summarize
 from onnxmorph.errors import TargetUnreachable, UsageError
-from zoo import QDQ, QOPERATOR, GraphBuilder, QDQBuilder
+from zoo import QDQ, QOPERATOR, GraphBuilder, QDQBuilder, qlinear_conv
 
 CLI = [sys.executable, "-m", "onnxmorph.cli"]
 
@@ -56,8 +56,34 @@ def test_qdq_prunes_keeping_int8_weights(builder):
     assert shrunk > 0
 
 
-@pytest.mark.parametrize("name,macs", [("qlinear_conv", 16 * 3 * 9 * 100 + 8 * 16 * 9 * 100),
-                                       ("integer_conv_matmul", 12 * 3 * 9 * 64 + 12 * 4)])
+def test_qlinear_conv_prunes_with_zero_point_gates():
+    """The masked model gates the uint8 activation with Where(keep, x, 128): a removed channel reads as
+    its zero point (real 0). The pruned model agrees with it, and the weight scales follow the kept filters."""
+    model = qlinear_conv()
+    res = onnxmorph.prune(model, target="flops=0.6")
+    rep = res.report
+    full = 16 * 3 * 9 * 100 + 8 * 16 * 9 * 100
+    assert rep["original"]["macs"] == full and rep["pruned"]["macs"] <= 0.6 * full
+    assert rep["verify"]["passed"] and rep["verify"]["quantized"]["optimized_max_diff_steps"] <= 1.0001
+    where = [n for n in res.masked.graph.node if n.op_type == "Where"]
+    inits = {t.name: numpy_helper.to_array(t) for t in res.masked.graph.initializer}
+    assert len(where) == 1 and inits[where[0].input[2]] == 128
+    convs = [n for n in res.model.graph.node if n.op_type == "QLinearConv"]
+    pinits = {t.name: numpy_helper.to_array(t) for t in res.model.graph.initializer}
+    kept = pinits[convs[0].input[3]].shape[0]
+    assert kept < 16 and pinits[convs[0].input[4]].shape == (kept,) and pinits[convs[0].input[8]].shape == (kept,)
+    assert pinits[convs[1].input[3]].shape == (8, kept, 3, 3)
+    # with a Mul gate (0 instead of the zero point) the masked model would differ: the gate matters
+    bad = onnx.ModelProto.FromString(res.masked.SerializeToString())
+    for t in bad.graph.initializer:
+        if t.name == where[0].input[2]:
+            t.CopyFrom(numpy_helper.from_array(np.array(0, np.uint8), t.name))
+    from onnxmorph.verify import compare, sample_inputs
+    feeds = sample_inputs(res.analysis.loaded, 2, 0)
+    assert not compare(bad, res.model, feeds).passed
+
+
+@pytest.mark.parametrize("name,macs", [("integer_conv_matmul", 12 * 3 * 9 * 64 + 12 * 4)])
 def test_qoperator_macs_counted_and_refused_with_reason(name, macs):
     model = QOPERATOR[name]()
     summary = summarize(onnxmorph.inspect(model))
@@ -109,7 +135,7 @@ def test_never_success_without_removing_anything():
         onnxmorph.prune(_nothing_removable_model(), target="flops=0.9", best_effort=True)
 
 
-@pytest.mark.parametrize("model", ["no_macs", "qlinear_conv"])
+@pytest.mark.parametrize("model", ["no_macs", "integer_conv_matmul"])
 def test_cli_exit_1_one_line_nothing_written(tmp_path, model):
     path = tmp_path / "m.onnx"
     onnx.save(_no_macs_model() if model == "no_macs" else QOPERATOR[model](), path)

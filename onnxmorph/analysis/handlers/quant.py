@@ -7,9 +7,10 @@ quantized constant and its per-axis scale and zero point with the same selection
 would get (`QuantizedWeights`), keeping per-tensor ones and the DequantizeLinear itself. An activation
 Quantize/Dequantize pair passes channels through (a per-axis one on the channel axis is sliced).
 
-QOperator ops compute in the integer domain: a removed channel would have to read as its zero point,
-not 0, so the masked model needs no plain `Mul` gate there. Their MACs are counted and their
-channels frozen, with the reason.
+QOperator ops compute in the integer domain, where a channel's real 0 is its zero point: the masked model
+gates such a tensor with `Where(keep, x, zero point)` instead of a `Mul`. QLinearConv prunes like Conv;
+the other integer ops (ConvInteger, QLinearMatMul, MatMulInteger, grouped QLinearConv) have their MACs
+counted and their channels frozen, with the reason.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ QOPERATOR_OPS = ("QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger")
 SELECTING_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "PRelu",
                  "BatchNormalization")
 QOPERATOR_REASON = "{op} '{name}' computes in the integer domain (QOperator format; QDQ format prunes)"
+# operand index -> zero-point index of the integer ops that read quantized activations
+ZERO_POINT_OF = {"QLinearConv": {0: 2}, "QLinearMatMul": {0: 2, 3: 5}, "ConvInteger": {0: 2},
+                 "MatMulInteger": {0: 2, 1: 3}, "DequantizeLinear": {0: 2}}
 
 
 def _is_default_domain(node) -> bool:
@@ -142,7 +146,59 @@ def _prod(xs) -> int:
 
 @register
 class QuantizedConvHandler(QOperatorHandler):
+    """QLinearConv (dense, per-tensor activations) prunes like Conv: its int8 weight, per-channel weight
+    scale and zero point and int32 bias are sliced, and its masked model gates the input with a `Where`
+    to the input's zero point. Grouped QLinearConv and ConvInteger stay frozen."""
+
     op_types = ("QLinearConv", "ConvInteger")
+
+    def propagate(self, node, ctx) -> None:
+        if not self._prunable(node):
+            return super().propagate(node, ctx)
+        from .conv import _channel_map
+
+        x, w_t, y = node.inputs[0], node.inputs[3], node.outputs[0]
+        w = const_value(w_t)
+        _channel_map(ctx, x, f"QLinearConv '{node.name}' input channels are not on axis 1")
+        ctx.new_channels(y, 1, node.name)
+        ctx.gate(node, x)
+        dequant = gs.Constant(w_t.name, self._dequantized_weight(node, w))  # importance by real value
+        ctx.weight(node, dequant, 0, y)
+        ctx.weight(node, dequant, 1, x)
+        k = _prod(w.shape[2:])
+        sp_in, sp_out = _prod(ctx.shape(x)[2:]), _prod(ctx.shape(y)[2:])
+        params = Bilinear(a=k, c=1 if is_present(node, 8) else 0)
+        ctx.cost(node, x, y, 1, 1, macs=Bilinear(a=sp_out * k), params=params,
+                 bytes=params + Bilinear(b=sp_in, c=sp_out),  # one byte per element
+                 extra={"kind": "conv1x1" if k == 1 else "conv", "size": float(sp_out), "kernel": k, "groups": 1,
+                        "width": w.shape[1]})
+
+    @staticmethod
+    def _prunable(node) -> bool:
+        return node.op == "QLinearConv" and int(node.attrs.get("group", 1)) == 1 and all(
+            const_value(node.inputs[i]) is not None for i in (1, 2, 3, 4, 5, 6, 7)) and \
+            const_value(node.inputs[1]).size == 1 and const_value(node.inputs[6]).size == 1
+
+    @staticmethod
+    def _dequantized_weight(node, w):
+        scale, zp = const_value(node.inputs[4]), const_value(node.inputs[5])
+        view = (-1,) + (1,) * (w.ndim - 1) if scale.size > 1 else ()
+        return (w.astype(np.float64) - zp.astype(np.float64).reshape(view)) * scale.reshape(view)
+
+    def emit(self, node, ctx) -> None:
+        if not self._prunable(node):
+            return
+        w = const_value(node.inputs[3])
+        kin, kout = ctx.kept(node.inputs[0]), ctx.kept(node.outputs[0])
+        if kout is not None:
+            w = w[kout]
+            for i in (4, 5, 8):  # per-channel weight scale and zero point, int32 bias
+                if is_present(node, i) and const_value(node.inputs[i]).size > 1:
+                    ctx.set_input(node, i, const_value(node.inputs[i])[kout])
+        if kin is not None:
+            w = w[:, kin]
+        if kin is not None or kout is not None:
+            ctx.set_input(node, 3, w)
 
     def macs(self, node, ctx, x, w, y):
         if w is None:
@@ -227,3 +283,14 @@ class QuantizedWeights:
                                        inputs=inputs, outputs=[out], attrs=dict(dq.attrs)))
         return out
 
+
+
+def integer_zero_point(tensor: gs.Variable) -> np.ndarray:
+    """The zero point the integer ops consuming `tensor` read it with: the value a removed channel must
+    take in the masked model (0 when no consumer names one)."""
+    for node in tensor.outputs:
+        for i, t in enumerate(node.inputs):
+            k = ZERO_POINT_OF.get(node.op, {}).get(i)
+            if t is tensor and k is not None and is_present(node, k) and const_value(node.inputs[k]) is not None:
+                return np.asarray(const_value(node.inputs[k])).reshape(())
+    return np.zeros((), dtype=tensor.dtype)
