@@ -23,7 +23,7 @@ from .emit import emit_pruned
 from .errors import OnnxMorphError, TargetUnreachable, UsageError, VerificationError
 from .fidelity import fidelity
 from .gates import build_masked
-from .graph import load_model
+from .graph.precision import load_working_copy
 from .graph.interface import restore_interface
 from .methods import get_method, select_units
 from .methods.decide import select_uniform
@@ -33,7 +33,8 @@ from .report.build import build_report, count_params
 from .train.engine import apply_params
 from .train.loop import recover
 from .train.reconstruct import reconstruct_cut
-from .verify import compare, sample_inputs
+from .train.requantize import reconstruct_quantized
+from .verify import compare, is_quantized, sample_inputs
 
 VERIFY_BATCHES = 3
 
@@ -91,7 +92,7 @@ def inspect(model, *, input_shapes: dict | None = None, attention: str = "heads"
     """Load and analyse a model (path or ModelProto). `attention` ("heads" | "head-dims" | "off") and
     `prune_embedding` choose the transformer units (see `AnalysisOptions`)."""
     options = AnalysisOptions(attention, prune_embedding)
-    return analyze(load_model(model, input_shapes), options)
+    return analyze(load_working_copy(model, input_shapes, train=False)[0], options)
 
 
 def summarize(analysis: Analysis, profile=None) -> dict:
@@ -124,8 +125,22 @@ def summarize(analysis: Analysis, profile=None) -> dict:
         "frozen_channels": sum(g.channels for g in analysis.frozen_groups),
         "groups": groups,
         "leaves": [{"node": k, "reason": v} for k, v in analysis.leaves.items()],
+        "quantized": quantized_share(analysis, cm),
         "notes": analysis.loaded.notes,
     }
+
+
+def quantized_share(analysis: Analysis, cm: CostModel) -> dict:
+    """How much of the model runs quantized: its nodes (QDQ-fed float ops and QOperator ops) and their
+    share of the counted MACs."""
+    from .analysis.handlers.quant import is_quantized_node
+
+    quantized = {n.name for n in analysis.loaded.graph().nodes if is_quantized_node(n)}
+    i, o = cm.alive(None)
+    macs = cm.per_node("macs", i, o)
+    total = float(macs.sum())
+    q = float(sum(m for c, m in zip(cm.nodes, macs) if c.node in quantized))
+    return {"nodes": len(quantized), "macs": int(round(q)), "macs_share": round(q / total, 6) if total else 0.0}
 
 
 @boundary
@@ -141,11 +156,12 @@ def prune(model, *, data: str | os.PathLike | Mapping[str, np.ndarray] | None = 
     run = _Run(progress)
     plan = plan_prune(opts, has_data=data is not None)
     with run.stage("load", "loading"):
-        loaded = load_model(model, opts.input_shapes)
+        loaded, half = load_for(model, plan, opts)
     arrays, held_out = split_data(data, eval_data, loaded, opts)
     with run.stage("analyze", "analyzing channel groups"):
         analysis = analyze(loaded, opts.analysis)
         cost_model = CostModel(analysis, plan.profile)
+        check_countable(analysis, cost_model, plan.metric, plan.fraction)
     with run.stage("train" if plan.method.trains else "score", f"scoring channels ({opts.method})"):
         fit = plan.method.fit(analysis, cost_model, data=arrays, seed=opts.seed, metric=plan.metric,
                               fraction=plan.fraction, progress=progress, labels=opts.labels)
@@ -169,24 +185,22 @@ def prune(model, *, data: str | os.PathLike | Mapping[str, np.ndarray] | None = 
         pruned, masked = emit_pruned(analysis, keep), build_masked(analysis, keep)
         onnx.checker.check_model(pruned, full_check=True)
     with run.stage("verify", "verifying pruned == masked"):
-        result = verified(masked, pruned, sample_inputs(loaded, VERIFY_BATCHES, opts.seed, arrays))
+        result = verified(masked, pruned, feeds := sample_inputs(loaded, VERIFY_BATCHES, opts.seed, arrays))
         pruned, masked, note = with_interface(pruned, masked, loaded,
                                               lambda: sample_inputs(loaded, 2, opts.seed + 1, arrays))
     if opts.measure and measured is None:  # not a latency target: report the measurement, re-target nothing
         with run.stage("measure"):
             measured = measure_once(loaded.model, pruned, cost_model, selection, plan.fraction, plan.threads,
                                     run.say)
-    notes = list(loaded.notes) + fit.notes + ([note] if note else [])
-    if opts.measure:
-        notes += measurement_notes(cost_model.profile)
+    notes = list(loaded.notes) + fit.notes + ([note] if note else []) + \
+        (measurement_notes(cost_model.profile) if opts.measure else [])
     report = build_report(analysis, cost_model, selection, opts.method, opts.target, plan.metric, plan.fraction,
                           result, pruned, run.times, notes, plan.round_to, opts.seed)
     add_run_blocks(report, opts, plan, arrays is not None, measured, fit)
-    if held_out is not None:
-        with run.stage("fidelity", "measuring held-out fidelity"):
-            report["fidelity"] = held_out_fidelity(loaded, pruned, held_out, opts.labels)
-        report["timings"] = dict(run.times, total=round(sum(run.times.values()), 4))
+    add_fidelity(report, run, loaded, pruned, held_out, opts.labels)
     report.update(fit.extra)
+    if half is not None:  # the float32 working copy back in the model's own dtype
+        pruned, masked, report["precision"] = write_back_half(half, pruned, masked, feeds)
     return PruneResult(pruned, masked, report, analysis)
 
 
@@ -222,6 +236,7 @@ class Plan:
     measure_rounds: int
     threads: int
     floor: float
+    quantized: bool = False  # set once the model is read
 
 
 def plan_prune(opts: PruneOptions, has_data: bool) -> Plan:
@@ -290,7 +305,20 @@ def decided(decide, plan: Plan, fit):
         reason = _round_to_reason(decide, plan)
         if reason:
             fit.notes.append(f"target not reached{reason}")
+    check_removed(selection, plan.metric, plan.fraction)
     return selection, relaxed
+
+
+def load_for(model, plan: Plan, opts: PruneOptions):
+    """The model as it will be pruned, and the half dtype to write it back in (None for float32): a
+    bfloat16 model, and a float16 one that trains, become a float32 working copy. A quantized model
+    takes no gradient steps (the least-squares refit requantizes its weights)."""
+    loaded, half = load_working_copy(model, opts.input_shapes, plan.method.trains or plan.budget["recovery"] > 0)
+    plan.quantized = is_quantized(loaded.model)
+    if plan.quantized:
+        refuse_quantized_training(plan.method, opts.method, opts.steps, opts.recover_steps)
+        plan.budget = split_budget(0, 0, False, False)
+    return loaded, half
 
 
 def fine_tune_cut(run: _Run, analysis, keep, arrays, teacher, fit, plan: Plan, opts: PruneOptions):
@@ -300,8 +328,12 @@ def fine_tune_cut(run: _Run, analysis, keep, arrays, teacher, fit, plan: Plan, o
     if arrays is not None and (opts.reconstruct or opts.bn_stats):
         with run.stage("reconstruct", "reconstructing the cut layers (least squares)"):
             inputs_only = {s.name: arrays[s.name] for s in analysis.loaded.inputs}
-            rebuilt = reconstruct_cut(analysis, keep, inputs_only, teacher=teacher, seed=opts.seed,
-                                      progress=run.progress, refit=opts.reconstruct, bn_stats=opts.bn_stats)
+            if plan.quantized:
+                rebuilt = reconstruct_quantized(analysis, keep, inputs_only, teacher=teacher, seed=opts.seed,
+                                                progress=run.progress)
+            else:
+                rebuilt = reconstruct_cut(analysis, keep, inputs_only, teacher=teacher, seed=opts.seed,
+                                          progress=run.progress, refit=opts.reconstruct, bn_stats=opts.bn_stats)
         analysis = replace(analysis, loaded=replace(analysis.loaded,
                                                     model=apply_params(analysis.loaded.model, rebuilt.params)))
         fit.notes.append(rebuilt.note())
@@ -354,6 +386,52 @@ def add_run_blocks(report: dict, opts: PruneOptions, plan: Plan, has_data: bool,
         report["training_curve"] = fit.curve
 
 
+def write_back_half(half, pruned, masked, feeds) -> tuple[onnx.ModelProto, onnx.ModelProto, dict]:
+    """Pruned and masked models in the half dtype they came in; float16 ones are verified again as
+    written (ONNX Runtime runs float16 on the CPU; bfloat16 Conv/Gemm/MatMul it does not)."""
+    pruned_h, masked_h = half.restore(pruned), half.restore(masked)
+    check = {"dtype": half.name, "working_copy": "float32"}
+    if half.name == "float16":
+        f16 = [{k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in f.items()} for f in feeds]
+        result = compare(masked_h, pruned_h, f16)
+        if not result.passed:
+            raise VerificationError(f"verification failed in float16: pruned differs from masked on output "
+                                    f"'{result.worst_output}' (max abs diff {result.max_abs_diff:.3g}); nothing written")
+        check["verify"] = result.as_dict()
+    else:
+        check["verify"] = "on the float32 copies (ONNX Runtime's CPU provider has no bfloat16 Conv/Gemm/MatMul)"
+    return pruned_h, masked_h, check
+
+
+def refuse_quantized_training(method_obj, method: str, steps: int | None, recover_steps: int | None) -> None:
+    if method_obj.trains or (steps or 0) > 0 or (recover_steps or 0) > 0:
+        what = f"method '{method}'" if method_obj.trains else "recovery fine-tuning (--steps/--recover-steps)"
+        raise UsageError(f"{what} cannot train a quantized model: its weights are stored as integers "
+                         f"(DequantizeLinear of int8 constants) that gradient steps cannot update; use "
+                         f"--method magnitude without --steps, or prune the float model and quantize it after")
+
+
+def check_countable(analysis: Analysis, cost_model: CostModel, metric: str, fraction: float) -> None:
+    """A model whose counted cost is 0 has nothing onnxmorph knows how to shrink: a target on it would
+    be "reached" by removing nothing, so refuse it instead; so is one with every channel frozen, unless
+    the target keeps everything."""
+    frozen = sorted({g.frozen_reason for g in analysis.frozen_groups if g.frozen_reason})
+    if cost_model.total(metric) <= 0:
+        raise TargetUnreachable(f"onnxmorph counts 0 {metric} in this model (no op it can price"
+                                + (f"; {frozen[0]}" if frozen else "") + "): nothing to prune")
+    if analysis.num_units == 0 and fraction < 1.0:
+        raise TargetUnreachable(f"no prunable channels: all {sum(g.channels for g in analysis.frozen_groups)} are "
+                                f"frozen ({frozen[0] if frozen else 'no channel groups'}"
+                                + (f" and {len(frozen) - 1} more" if len(frozen) > 1 else "") + ")")
+
+
+def check_removed(selection, metric: str, fraction: float) -> None:
+    """Never report success for a prune that removed nothing it was asked to remove."""
+    if fraction < 1.0 and selection.keep_units.all():
+        raise TargetUnreachable(f"target {metric}={fraction:g} removed nothing: no prunable channel could be "
+                                f"removed (see `onnxmorph inspect`)")
+
+
 def split_budget(steps: int | None, recover_steps: int | None, trains: bool, has_data: bool) -> dict:
     """How `steps` optimizer steps in all are spent: a training method trains for half and recovers
     for the rest (`recover_steps` sets the recovery part); one-shot methods spend them all on
@@ -398,6 +476,14 @@ def _round_to_reason(decide, plan: Plan) -> str:
         profile.channel_multiple == round_to else ""
     return (f"; --round-to {round_to}{origin} is the reason: with channel counts that are not rounded "
             f"(--round-to 1) the target is reachable")
+
+
+def add_fidelity(report: dict, run: _Run, loaded, pruned: onnx.ModelProto, held_out, labels: str | None) -> None:
+    """The report's fidelity block, when there are held-out rows (its time joins the timings)."""
+    if held_out is not None:
+        with run.stage("fidelity", "measuring held-out fidelity"):
+            report["fidelity"] = held_out_fidelity(loaded, pruned, held_out, labels)
+        report["timings"] = dict(run.times, total=round(sum(run.times.values()), 4))
 
 
 def held_out_fidelity(loaded, pruned: onnx.ModelProto, held_out: dict[str, np.ndarray], labels: str | None) -> dict:

@@ -107,6 +107,9 @@ def inspect(
               f"prunable channels {summary['prunable_channels']} · frozen channels {summary['frozen_channels']}")
     if "latency_ms" in summary:
         out.print(f"predicted latency on {summary['profile']}: {summary['latency_ms']:,.3f} ms")
+    q = summary.get("quantized") or {}
+    if q.get("nodes"):
+        out.print(f"quantized: {100 * q['macs_share']:.1f} % of the MACs run in quantized ops ({q['nodes']} nodes)")
     for note in summary["notes"]:
         out.print(f"note: {note}")
 
@@ -415,6 +418,9 @@ def _print_summary(rep: dict, output: Path) -> None:
                   f"{measured['clock']}): ratio {m['measured_ratio']:.3f}{verdict}{which}")
     v = rep["verify"]
     out.print(f"verified pruned == masked on {v['inputs_used']} inputs (max abs diff {v['max_abs_diff']:.2e})")
+    if v.get("quantized"):
+        out.print(f"quantized model: verified within {v['quantized']['tolerance']}, with ONNX Runtime's "
+                  f"graph optimizations off and on")
     fid = rep.get("fidelity")
     if fid and fid.get("agreement") is not None:
         acc = f", accuracy {100 * fid['accuracy']:.1f} % (original {100 * fid['original_accuracy']:.1f} %)" \

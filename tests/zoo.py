@@ -894,6 +894,163 @@ def new_opset_ir11():
     y = b.cbr(b.cbr(x, 3, 8), 8, 12)
     m = b.build(b.head(y, 12))
     m.ir_version = 11
+
+# --- quantized and reduced-precision models ------------------------------------------------------
+#
+# QDQ as onnxruntime's quantizer writes it: activations pass a QuantizeLinear/DequantizeLinear pair
+# (uint8, per-tensor), weights are DequantizeLinear(int8 constant, scale[, zero point]) with one scale
+# per output channel (`per_channel`) or one for the whole tensor, biases int32 with scale s_x·s_w.
+# QOperator: the same layers as QLinearConv / ConvInteger / MatMulInteger in the integer domain.
+
+ACT_SCALE, ACT_ZP = np.float32(0.04), np.uint8(128)
+
+
+def _quantize(w, axis, per_channel):
+    """Symmetric int8 quantization of `w`: (q, scale) with one scale per index of `axis` or one in all."""
+    if per_channel:
+        other = tuple(a for a in range(w.ndim) if a != axis)
+        scale = (np.abs(w).max(axis=other) / 127).astype(np.float32)
+        view = [1] * w.ndim
+        view[axis] = -1
+        q = np.clip(np.round(w / scale.reshape(view)), -127, 127).astype(np.int8)
+    else:
+        scale = np.float32(np.abs(w).max() / 127)
+        q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+    return q, scale
+
+
+class QDQBuilder(GraphBuilder):
+    """GraphBuilder with QDQ layers: `fake_quant` activations, quantized-weight conv/matmul/gemm."""
+
+    per_channel = True
+
+    def fake_quant(self, x):
+        s, z = self.const(ACT_SCALE), self.const(ACT_ZP)
+        return self.op("DequantizeLinear", [self.op("QuantizeLinear", [x, s, z]), s, z])
+
+    def qweight(self, w, axis):
+        q, scale = _quantize(w, axis, self.per_channel)
+        zp = np.zeros(np.shape(scale), np.int8)
+        return self.op("DequantizeLinear", [self.const(q), self.const(scale), self.const(zp)], axis=axis), scale
+
+    def qbias(self, b, w_scale):
+        s = (ACT_SCALE * np.asarray(w_scale, np.float32) * np.ones_like(b)).astype(np.float32)
+        q = np.round(b / s).astype(np.int32)
+        return self.op("DequantizeLinear", [self.const(q), self.const(s), self.const(np.zeros_like(q))], axis=0)
+
+    def qconv(self, x, cin, cout, k=3, group=1):
+        w, scale = self.qweight(self.rand(cout, cin // group, k, k, scale=1.0 / np.sqrt(cin // group * k * k)), 0)
+        y = self.op("Conv", [x, w, self.qbias(self.rand(cout, scale=0.1), scale)], kernel_shape=[k, k],
+                    pads=[k // 2] * 4, group=group)
+        return self.fake_quant(self.op("Relu", [y]))
+
+    def qmatmul(self, x, k, n, act="Relu"):
+        w, _ = self.qweight(self.rand(k, n, scale=1 / np.sqrt(k)), 1)  # per output column: axis 1
+        y = self.op("Add", [self.op("MatMul", [x, w]), self.const(self.rand(n, scale=0.1))])
+        return self.fake_quant(self.op(act, [y]) if act else y)
+
+    def qgemm(self, x, k, n):
+        w, scale = self.qweight(self.rand(n, k, scale=1 / np.sqrt(k)), 0)
+        return self.fake_quant(self.op("Gemm", [x, w, self.qbias(self.rand(n, scale=0.1), scale)], transB=1))
+
+
+def _qdq_conv_chain(per_channel):
+    b = QDQBuilder(f"qdq_conv_chain_{'per_channel' if per_channel else 'per_tensor'}", opset=13)
+    b.per_channel = per_channel
+    x = b.fake_quant(b.input([1, 3, 12, 12]))
+    y = b.qconv(x, 3, 16)
+    r = b.qconv(y, 16, 16)
+    y = b.fake_quant(b.op("Add", [y, r]))            # residual on quantized activations
+    y = b.qconv(y, 16, 16, group=16)                 # depthwise
+    y = b.qconv(y, 16, 24, k=1)
+    p = b.fake_quant(b.op("Flatten", [b.fake_quant(b.op("GlobalAveragePool", [y]))], axis=1))
+    return b.build(b.qgemm(p, 24, 5))
+
+
+def qdq_conv_chain_per_channel():
+    return _qdq_conv_chain(True)
+
+
+def qdq_conv_chain_per_tensor():
+    return _qdq_conv_chain(False)
+
+
+def _qdq_matmul_chain(per_channel):
+    b = QDQBuilder(f"qdq_matmul_chain_{'per_channel' if per_channel else 'per_tensor'}", opset=13)
+    b.per_channel = per_channel
+    x = b.fake_quant(b.input([2, 4, 10]))
+    y = b.qmatmul(x, 10, 16)
+    y = b.qmatmul(y, 16, 12, act="Sigmoid")
+    return b.build(b.qmatmul(y, 12, 6, act=None))
+
+
+def qdq_matmul_chain_per_channel():
+    return _qdq_matmul_chain(True)
+
+
+def qdq_matmul_chain_per_tensor():
+    return _qdq_matmul_chain(False)
+
+
+QDQ = [qdq_conv_chain_per_channel, qdq_conv_chain_per_tensor, qdq_matmul_chain_per_channel,
+       qdq_matmul_chain_per_tensor]
+ZOO.update({f.__name__: f for f in QDQ})
+
+
+def qlinear_conv():
+    """QOperator: QuantizeLinear, two QLinearConv (per-channel int8 weights, int32 bias, uint8 activations
+    with zero point 128), DequantizeLinear (onnxruntime's QOperator format)."""
+    b = GraphBuilder("qlinear_conv", opset=13)
+    s, z = b.const(ACT_SCALE), b.const(ACT_ZP)
+    y = b.op("QuantizeLinear", [b.input([1, 3, 10, 10]), s, z])
+    for cin, cout in ((3, 16), (16, 8)):
+        q, scale = _quantize(b.rand(cout, cin, 3, 3, scale=0.3), 0, True)
+        bias = np.round(b.rand(cout, scale=0.1) / (ACT_SCALE * scale)).astype(np.int32)
+        y = b.op("QLinearConv", [y, s, z, b.const(q), b.const(scale), b.const(np.zeros(cout, np.int8)), s, z,
+                                 b.const(bias)], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    return b.build(b.op("DequantizeLinear", [y, s, z]))
+
+
+def integer_conv_matmul():
+    """Dynamic quantization as onnxruntime writes it: DynamicQuantizeLinear, ConvInteger / MatMulInteger
+    to int32, Cast and rescale in float."""
+    b = GraphBuilder("integer_conv_matmul", opset=13)
+    x = b.input([1, 3, 8, 8])
+
+    def dequant(acc, x_scale, w_scale):
+        return b.op("Mul", [b.op("Cast", [acc], to=TensorProto.FLOAT), b.op("Mul", [x_scale, b.const(w_scale)])])
+
+    xq, xs, xz = b.op("DynamicQuantizeLinear", [x], n_out=3)
+    q, scale = _quantize(b.rand(12, 3, 3, 3, scale=0.3), 0, False)
+    y = b.op("Relu", [dequant(b.op("ConvInteger", [xq, b.const(q), xz], pads=[1, 1, 1, 1]), xs, scale)])
+    f = b.op("Flatten", [b.op("GlobalAveragePool", [y])], axis=1)
+    fq, fs, fz = b.op("DynamicQuantizeLinear", [f], n_out=3)
+    q, scale = _quantize(b.rand(12, 4, scale=0.3), 0, False)
+    return b.build(dequant(b.op("MatMulInteger", [fq, b.const(q), fz]), fs, scale))
+
+
+ZOO["qlinear_conv"] = qlinear_conv  # prunes: its masked model gates with Where(keep, x, zero point)
+# Integer-domain models whose channels are frozen with a reason, their MACs counted.
+QOPERATOR = {f.__name__: f for f in [integer_conv_matmul]}
+
+
+def _as_half(model, elem_type):
+    """`model` with every float32 weight, input and output in float16 or bfloat16 (bfloat16 Conv needs
+    opset 22)."""
+    m = onnx.ModelProto.FromString(model.SerializeToString())
+    g = m.graph
+    for i, t in enumerate(g.initializer):
+        a = numpy_helper.to_array(t)
+        if a.dtype == np.float32:
+            g.initializer[i].CopyFrom(numpy_helper.from_array(a.astype(np.float16), t.name)
+                                      if elem_type == TensorProto.FLOAT16
+                                      else helper.make_tensor(t.name, elem_type, a.shape, a.ravel().tolist()))
+    for vi in list(g.input) + list(g.output):
+        vi.type.tensor_type.elem_type = elem_type
+    del g.value_info[:]
+    if elem_type == TensorProto.BFLOAT16:
+        m.opset_import[0].version = 22
+        m.ir_version = 10
     onnx.checker.check_model(m, full_check=True)
     return m
 
@@ -902,3 +1059,15 @@ RECURRENT = [lstm_stack, gru_bidirectional, rnn_reverse]
 CONTROL_FLOW = [if_outer_read, if_constant_condition, loop_accumulate, scan_outer_read]
 INPUTS = [scalar_input, old_ir3_opset7, slice_int32, new_opset_ir11]
 ZOO.update({f.__name__: f for f in RECURRENT + CONTROL_FLOW + INPUTS})
+
+def fp16_conv():
+    """conv_chain (Conv, BatchNormalization, Relu, Gemm head) in float16."""
+    return _as_half(conv_chain(), TensorProto.FLOAT16)
+
+
+def bf16_conv():
+    """conv_chain in bfloat16 (opset 22): ONNX Runtime's CPU provider has no kernel for its Conv."""
+    return _as_half(conv_chain(), TensorProto.BFLOAT16)
+
+
+HALF = {f.__name__: f for f in [fp16_conv, bf16_conv]}

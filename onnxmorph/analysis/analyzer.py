@@ -19,6 +19,7 @@ from ..graph.load import LoadedModel
 from .channels import ChannelMap, ElementTable, resolve_rectangles
 from .handlers import handler_for
 from .handlers import LEAF
+from .handlers.base import const_value
 from .options import AnalysisOptions
 
 
@@ -107,8 +108,8 @@ class AnalysisContext:
 
     def weight(self, node: gs.Node, const: gs.Constant, axis: int, t: gs.Tensor) -> None:
         cmap = self.map(t)
-        if cmap is not None and cmap.is_1d:
-            self.weights.append(WeightRef(node.name, np.asarray(const.values), axis, t.name, const.name,
+        if cmap is not None and cmap.is_1d:  # (a quantized weight counts by its dequantized value)
+            self.weights.append(WeightRef(node.name, const_value(const), axis, t.name, const.name,
                                           any(o is t for o in node.outputs)))
 
     def weight_values(self, node: gs.Node, values: np.ndarray, axis: int, t: gs.Tensor, produces: bool) -> None:

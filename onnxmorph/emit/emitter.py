@@ -7,6 +7,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..analysis.handlers import handler_for
+from ..analysis.handlers.quant import QuantizedWeights
 from ..errors import OnnxMorphError
 from ..graph.export import export_graph
 from ..graph.walk import outer_reads
@@ -117,6 +118,8 @@ def emit_pruned(analysis, keep_units: np.ndarray) -> onnx.ModelProto:
     """The loaded model with every removed channel physically gone (static shapes)."""
     graph = analysis.loaded.graph()
     ctx = EmitContext(graph, analysis, analysis.keep_elements(keep_units))
+    quantized = QuantizedWeights.install(graph, ctx)  # QDQ weights are sliced as stored (int8)
     for node in list(graph.nodes):
         handler_for(node).emit(node, ctx)
+    quantized.restore()
     return export_graph(graph, analysis.loaded)

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from ..analysis.handlers.quant import integer_zero_point
 from ..graph.export import export_graph
 
 
@@ -37,7 +38,11 @@ def insert_gates(graph: gs.Graph, analysis, make_gate: Callable[[str, object, gs
         if gate is None:
             continue
         gated = gs.Variable(f"{name}__gated", dtype=tensor.dtype, shape=tensor.shape)
-        mul = gs.Node("Mul", name=f"{name}__gate", inputs=[tensor, gate], outputs=[gated])
+        if isinstance(gate, gs.Constant) and gate.values.dtype == np.bool_:  # an integer (quantized) tensor:
+            fill = gs.Constant(f"{name}__zero_point", integer_zero_point(tensor))  # its real 0 is the zero point
+            mul = gs.Node("Where", name=f"{name}__gate", inputs=[gate, tensor, fill], outputs=[gated])
+        else:
+            mul = gs.Node("Mul", name=f"{name}__gate", inputs=[tensor, gate], outputs=[gated])
         graph.nodes.append(mul)
         for cname in set(consumers):
             node = nodes[cname]
@@ -57,6 +62,8 @@ def build_masked(analysis, keep_units: np.ndarray) -> onnx.ModelProto:
         if mask.all():
             return None
         dtype = tensor.dtype if tensor.dtype is not None else np.float32
+        if np.issubdtype(np.dtype(dtype), np.integer):
+            dtype = np.bool_  # a quantized tensor: `insert_gates` makes a Where to its zero point
         return gs.Constant(f"{name}__mask", mask.astype(dtype).reshape(gate_shape(cmap, len(tensor.shape))))
 
     insert_gates(graph, analysis, zero_one)

@@ -300,8 +300,9 @@ def load_model(
         raise ModelLoadError(f"{source}: the model has no inputs")
     specs_in = [_spec(vi) for vi in proto.graph.input]
     specs_out = [_spec(vi) for vi in proto.graph.output]
+    used = {n.domain for n in proto.graph.node}  # (onnxruntime's quantizer imports domains it never uses)
     for imp in proto.opset_import:
-        if imp.domain not in ("", "ai.onnx", "ai.onnx.ml", "com.microsoft"):
+        if imp.domain not in ("", "ai.onnx", "ai.onnx.ml", "com.microsoft") and imp.domain in used:
             notes.append(f"custom domain '{imp.domain}': its ops are treated as opaque")
     if proto.ir_version > MAX_IR_VERSION:
         proto.ir_version = MAX_IR_VERSION

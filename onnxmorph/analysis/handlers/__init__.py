@@ -11,6 +11,7 @@ from . import (  # noqa: F401  (each module registers its handlers with @registe
     linear,
     normalization,
     pooling,
+    quant,
     recurrent,
     reductions,
     shape,
@@ -19,7 +20,7 @@ from . import (  # noqa: F401  (each module registers its handlers with @registe
 from .base import OpHandler, register, registered_handler, registered_ops
 from .leaf import LEAF
 
-HANDLER_MODULES = (attention, concat_split, control_flow, conv, elementwise, linear, normalization, pooling, recurrent,
+HANDLER_MODULES = (attention, concat_split, control_flow, conv, elementwise, linear, normalization, pooling, quant, recurrent,
                    reductions, shape,
                    spatial)
 

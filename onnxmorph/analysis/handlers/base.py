@@ -48,9 +48,17 @@ def registered_ops() -> list[str]:
 
 
 def const_value(t) -> np.ndarray | None:
-    """The value of a constant input (None for activations and empty optional inputs)."""
+    """The value of a constant input (None for activations and empty optional inputs).
+
+    A weight stored quantized (`DequantizeLinear` of constants, as QDQ models keep them) reads as its
+    float value; emit slices the quantized tensors themselves (`handlers/quant.py`)."""
     if isinstance(t, gs.Constant):
         return np.asarray(t.values)
+    if isinstance(t, gs.Variable) and len(t.inputs) == 1 and t.inputs[0].op == "DequantizeLinear" \
+            and t.inputs[0].domain in (None, "", "ai.onnx"):
+        from .quant import dequantized
+
+        return dequantized(t.inputs[0])
     return None
 
 

@@ -14,7 +14,7 @@ def _prod(xs) -> int:
     return int(np.prod(xs)) if len(xs) else 1
 
 
-def _channel_map(ctx, t, reason):
+def channel_map(ctx, t, reason):
     """The input's channel map if it lies on axis 1 alone; otherwise freeze it and return None."""
     cmap = ctx.map(t)
     if cmap is not None and not (cmap.is_1d and cmap.axis == 1):
@@ -35,7 +35,7 @@ class ConvHandler(OpHandler):
             raise ValueError("weights are not constant")
         group = int(node.attrs.get("group", 1))
         has_bias = is_present(node, 2)
-        xmap = _channel_map(ctx, x, f"Conv '{node.name}' input channels are not on axis 1")
+        xmap = channel_map(ctx, x, f"Conv '{node.name}' input channels are not on axis 1")
         ymap = ctx.new_channels(y, 1, node.name)
         k = _prod(w.shape[2:])
         sp_in, sp_out = _prod(ctx.shape(x)[2:]), _prod(ctx.shape(y)[2:])
@@ -92,7 +92,7 @@ class ConvTransposeHandler(OpHandler):
         if int(node.attrs.get("group", 1)) != 1:
             raise ValueError("grouped ConvTranspose is not supported")
         has_bias = is_present(node, 2)
-        _channel_map(ctx, x, f"ConvTranspose '{node.name}' input channels are not on axis 1")
+        channel_map(ctx, x, f"ConvTranspose '{node.name}' input channels are not on axis 1")
         ctx.new_channels(y, 1, node.name)
         ctx.gate(node, x)
         ctx.weight(node, w_t, 0, x)
