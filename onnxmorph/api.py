@@ -301,11 +301,10 @@ def decided(decide, plan: Plan, fit):
         selection, relaxed = decide(plan.fraction)
     except TargetUnreachable as exc:
         raise TargetUnreachable(f"{exc}{_round_to_reason(decide, plan)}") from None
-    if not selection.reached:
-        reason = _round_to_reason(decide, plan)
-        if reason:
-            fit.notes.append(f"target not reached{reason}")
-    check_removed(selection, plan.metric, plan.fraction)
+    reason = "" if selection.reached else _round_to_reason(decide, plan)
+    if reason:
+        fit.notes.append(f"target not reached{reason}")
+    check_removed(selection, plan.metric, plan.fraction, reason)
     return selection, relaxed
 
 
@@ -425,11 +424,11 @@ def check_countable(analysis: Analysis, cost_model: CostModel, metric: str, frac
                                 + (f" and {len(frozen) - 1} more" if len(frozen) > 1 else "") + ")")
 
 
-def check_removed(selection, metric: str, fraction: float) -> None:
+def check_removed(selection, metric: str, fraction: float, reason: str = "") -> None:
     """Never report success for a prune that removed nothing it was asked to remove."""
     if fraction < 1.0 and selection.keep_units.all():
         raise TargetUnreachable(f"target {metric}={fraction:g} removed nothing: no prunable channel could be "
-                                f"removed (see `onnxmorph inspect`)")
+                                f"removed" + (reason or " (see `onnxmorph inspect`)"))
 
 
 def split_budget(steps: int | None, recover_steps: int | None, trains: bool, has_data: bool) -> dict:

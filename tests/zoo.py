@@ -894,6 +894,8 @@ def new_opset_ir11():
     y = b.cbr(b.cbr(x, 3, 8), 8, 12)
     m = b.build(b.head(y, 12))
     m.ir_version = 11
+    onnx.checker.check_model(m, full_check=True)
+    return m
 
 # --- quantized and reduced-precision models ------------------------------------------------------
 #
@@ -1059,6 +1061,7 @@ RECURRENT = [lstm_stack, gru_bidirectional, rnn_reverse]
 CONTROL_FLOW = [if_outer_read, if_constant_condition, loop_accumulate, scan_outer_read]
 INPUTS = [scalar_input, old_ir3_opset7, slice_int32, new_opset_ir11]
 ZOO.update({f.__name__: f for f in RECURRENT + CONTROL_FLOW + INPUTS})
+
 
 def fp16_conv():
     """conv_chain (Conv, BatchNormalization, Relu, Gemm head) in float16."""

@@ -289,9 +289,12 @@ def _fill_missing_shapes(graph: gs.Graph, model: onnx.ModelProto, static: dict, 
 def load_model(
     model: str | os.PathLike | onnx.ModelProto,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    source: str | None = None,
 ) -> LoadedModel:
-    """Load, convert the opset if needed, make shapes static, fold constants and infer shapes."""
-    proto, source = read_model(model)
+    """Load, convert the opset if needed, make shapes static, fold constants and infer shapes.
+    `source`: the name messages give the model (default: its path)."""
+    proto, read_from = read_model(model)
+    source = source or read_from
     notes: list[str] = []
     # Convert the file as it is: the version converter needs IR < 4's initializers-as-inputs in place.
     proto = _convert_opset(proto, source, notes)

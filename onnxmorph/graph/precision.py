@@ -123,16 +123,14 @@ def to_float32(model: onnx.ModelProto, elem_type: int) -> tuple[onnx.ModelProto,
 def load_working_copy(model, input_shapes, train: bool):
     """Load `model`; a bfloat16 model (always) or a float16 one that will be trained as its float32 copy.
     Returns the LoadedModel and the HalfPrecision to write results back with (None for a plain load)."""
-    from dataclasses import replace
-
     from .load import load_model, read_model
 
     proto, source = read_model(model)
     elem_type = half_type(proto)
     if elem_type is None or (elem_type == TensorProto.FLOAT16 and not train):
-        return replace(load_model(proto, input_shapes), source=source), None
+        return load_model(proto, input_shapes, source), None
     work, info = to_float32(proto, elem_type)
-    loaded = replace(load_model(work, input_shapes), source=source)
+    loaded = load_model(work, input_shapes, source)
     loaded.notes.append(f"{info.name} model: {'trained, ' if train else ''}analysed and verified as a float32 copy "
                         f"(float32 master weights), written back in {info.name}")
     return loaded, info
