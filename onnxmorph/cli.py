@@ -14,6 +14,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import OnnxMorphError, UsageError
@@ -36,7 +37,8 @@ EMBEDDING_HELP = ("Also prune the embedding width (the residual stream through e
 
 
 def fail(exc: OnnxMorphError) -> None:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    # escaped: a message's own brackets ('onnxmorph[cpu]', shapes) are text, not rich markup
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
 
 

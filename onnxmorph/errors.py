@@ -35,3 +35,7 @@ class VerificationError(OnnxMorphError):
 
 class ProfileError(UsageError):
     """A hardware profile that is unknown, unreadable or malformed."""
+
+
+class RuntimeMissing(OnnxMorphError):
+    """No package provides the `onnxruntime` module (onnxmorph requires none by name: see runtime.py)."""

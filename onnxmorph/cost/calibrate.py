@@ -37,7 +37,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..runtime import make_session
+from ..runtime import make_session, onnxruntime
 from . import batched_matmul, subnormal
 from .op_factors import TABLE_LINKS, measure_op_factors, measure_overheads, probe_chain
 from .profile import SCHEMA, TABLE_KINDS, HardwareProfile, Table
@@ -150,8 +150,7 @@ def kernel_times(model: onnx.ModelProto, *, threads: int = 1, runs: int = 9, war
     import json
     import tempfile
 
-    import onnxruntime as ort
-
+    ort = onnxruntime()
     cold = flush_caches if flush else (lambda: None)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="onnxmorph-calibrate-") as tmp:
@@ -586,8 +585,7 @@ def calibrate(name: str, *, threads: int = 1, grid: str = "default", kinds=None,
               flush: bool = True, clock: str | None = None, quiet_budget_s: float = 600.0) -> HardwareProfile:
     """Run the micro-benchmarks on this machine and return a measured profile. `quiet_budget_s`:
     how long to wait for the quiet state to measure again what was measured on a loaded machine."""
-    import onnxruntime as ort
-
+    ort = onnxruntime()
     spec = GRIDS[grid]
     clock = clock or default_clock(threads)
     kinds = list(kinds or TABLE_KINDS)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import onnx
 
+from ..runtime import onnxruntime
+
 NCHWC_SUFFIX = "_nchwc"
 REORDERS = ("ReorderInput", "ReorderOutput")
 CONV_OPS = ("Conv", "FusedConv")
@@ -49,7 +51,7 @@ class RuntimePlan:
 
 def optimized_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     """The graph ONNX Runtime's CPU provider runs for `model` (weights left out)."""
-    import onnxruntime as ort
+    ort = onnxruntime()
 
     with tempfile.TemporaryDirectory(prefix="onnxmorph-plan-") as tmp:
         path = Path(tmp) / "optimized.onnx"

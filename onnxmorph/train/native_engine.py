@@ -15,6 +15,7 @@ import onnx
 from onnx import helper
 
 from ..errors import OnnxMorphError, UsageError
+from ..runtime import onnxruntime
 from .autodiff import GRAD_PREFIX, differentiate
 from .engine import TrainingSession
 from .graph import TrainingGraph
@@ -22,9 +23,7 @@ from .optim import accumulate_model, new_name, optimizer_spec, state_name, step_
 
 
 def _ort():
-    import onnxruntime as ort
-
-    return ort
+    return onnxruntime()
 
 
 def params_as_inputs(model: onnx.ModelProto, names: list[str]) -> tuple[onnx.ModelProto, dict]:
