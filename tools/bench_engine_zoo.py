@@ -23,7 +23,7 @@ BN scale to read, and the CLI says so).
         --models resnet18,mobilenet_v3_small,efficientnet_b0
     nice -n 10 .venv/bin/python tools/bench_engine_zoo.py --zoo /work/cache/engine/zoo \\
         --json /work/cache/engine/zoo_runs.json
-    .venv/bin/python tools/bench_engine_zoo.py --table /work/cache/engine/zoo_runs.json
+    .venv/bin/python tools/bench_engine_zoo.py --table /work/cache/engine/zoo_runs*.json
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ["magnitude", "gates", "gamma", "group-lasso", "fisher"]
+METHODS = ["magnitude", "gates", "group-lasso", "fisher", "gamma"]
 MODELS = ["demo", "resnet18", "mobilenet_v3_small", "shufflenet_v2_x0_5", "efficientnet_b0", "regnet_y_400mf",
           "vit_tiny", "resnet18_bn", "mobilenet_v3_small_bn", "efficientnet_b0_bn"]
 
@@ -122,10 +122,10 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=int, default=1200, help="seconds per run")
     ap.add_argument("--out", type=Path, help="outputs, reports, data (default: <zoo>/engine_runs)")
     ap.add_argument("--json", type=Path, help="rows are merged into this file after every run")
-    ap.add_argument("--table", type=Path, help="print the table of this file and exit")
+    ap.add_argument("--table", type=Path, nargs="+", help="print the table of these files and exit")
     args = ap.parse_args(argv)
     if args.table:
-        print(table(json.loads(args.table.read_text())["rows"]))
+        print(table([r for p in args.table for r in json.loads(p.read_text())["rows"]]))
         return 0
     args.out = args.out or args.zoo / "engine_runs"
     args.out.mkdir(parents=True, exist_ok=True)
