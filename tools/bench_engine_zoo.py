@@ -42,7 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["magnitude", "gates", "group-lasso", "fisher", "gamma"]
 MODELS = ["demo", "resnet18", "mobilenet_v3_small", "shufflenet_v2_x0_5", "efficientnet_b0", "regnet_y_400mf",
-          "vit_tiny", "resnet18_bn", "mobilenet_v3_small_bn", "efficientnet_b0_bn"]
+          "vit_tiny", "mobilenet_v2", "convnext_tiny", "resnet18_bn", "mobilenet_v3_small_bn", "efficientnet_b0_bn"]
 
 
 def _model_and_data(name: str, zoo: Path, out: Path, samples: int) -> tuple[Path, Path]:
