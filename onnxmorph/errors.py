@@ -39,3 +39,7 @@ class ProfileError(UsageError):
 
 class ResourceError(OnnxMorphError):
     """The machine, not the input, failed: out of memory, disk full, an I/O error."""
+
+
+class RuntimeMissing(OnnxMorphError):
+    """No package provides the `onnxruntime` module (onnxmorph requires none by name: see runtime.py)."""

@@ -9,6 +9,23 @@ import onnx
 
 THREADS_ENV = "ONNXMORPH_THREADS"
 
+NO_RUNTIME = ("onnxmorph needs ONNX Runtime, and none is installed: pip install 'onnxmorph[cpu]' (onnxruntime) "
+              "or 'onnxmorph[gpu]' (onnxruntime-gpu), or keep the onnxruntime package you have")
+
+
+def onnxruntime():
+    """The `onnxruntime` module, whichever package provides it (onnxruntime, onnxruntime-gpu, ...).
+
+    onnxmorph requires none of them by name (pip would install the CPU package beside onnxruntime-gpu,
+    overwriting its module): without any, the first use says so in one line."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        from .errors import RuntimeMissing
+
+        raise RuntimeMissing(NO_RUNTIME) from None
+    return ort
+
 
 def make_session(model: onnx.ModelProto | bytes, threads: int = 0, optimize: bool = True):
     """A CPU session with all graph optimizations (none with `optimize=False`: to time one kernel
@@ -16,7 +33,7 @@ def make_session(model: onnx.ModelProto | bytes, threads: int = 0, optimize: boo
 
     Otherwise ORT picks its thread count, unless ONNXMORPH_THREADS says how many intra-op threads
     to use: set by `sweep` workers, so that parallel trials don't oversubscribe the cores."""
-    import onnxruntime as ort
+    ort = onnxruntime()
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3

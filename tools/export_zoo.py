@@ -74,6 +74,14 @@ DEFAULT_MODELS = [
 
 DEFAULT_SIZE = 64  # small input keeps files and runtimes small
 
+# Small variants torchvision has no builder for: name -> (input size, builder)
+CUSTOM_MODELS = {
+    # a ViT-Tiny-like torchvision VisionTransformer (4 layers, 3 heads, width 192) at 64x64, patch 8: the
+    # same graph pattern as vit_b_16 at a training cost the zoo benchmarks can afford on a CPU
+    "vit_tiny": (64, lambda: __import__("torchvision").models.VisionTransformer(
+        image_size=64, patch_size=8, num_layers=4, num_heads=3, hidden_dim=192, mlp_dim=768)),
+}
+
 
 def input_size_for(name: str) -> int:
     """Smallest square input we export `name` at.
@@ -89,6 +97,8 @@ def input_size_for(name: str) -> int:
       map is a multiple of the output, i.e. a 224 input.
     - inception_v3: valid-padded stem needs >= 75x75; 128 leaves a 2x2 final map.
     """
+    if name in CUSTOM_MODELS:
+        return CUSTOM_MODELS[name][0]
     if name.startswith(("vit_", "maxvit_", "swin_", "vgg", "alexnet")):
         return 224
     if name.startswith("inception_v3"):
@@ -175,7 +185,7 @@ def human_mb(nbytes: int) -> str:
 def classification_models() -> list[str]:
     import torchvision
 
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    return sorted(torchvision.models.list_models(module=torchvision.models)) + sorted(CUSTOM_MODELS)
 
 
 def estimate_param_bytes(name: str) -> int:
@@ -183,6 +193,8 @@ def estimate_param_bytes(name: str) -> int:
     import torch
     import torchvision
 
+    if name in CUSTOM_MODELS:
+        return 4 * sum(p.numel() for p in CUSTOM_MODELS[name][1]().parameters())
     kw = builder_kwargs(name)
     try:
         with torch.device("meta"), warnings.catch_warnings():
@@ -209,7 +221,7 @@ def onnx_input_shape(path: Path) -> list:
     return []
 
 
-def export_one(name: str, out_dir: Path, size: int, raw_init: bool = False) -> dict:
+def export_one(name: str, out_dir: Path, size: int, raw_init: bool = False, keep_bn: bool = False) -> dict:
     """Export one model; returns an index entry. Raises on failure."""
     import numpy as np
     import onnx
@@ -220,7 +232,8 @@ def export_one(name: str, out_dir: Path, size: int, raw_init: bool = False) -> d
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = torchvision.models.get_model(name, **builder_kwargs(name))
+        model = CUSTOM_MODELS[name][1]() if name in CUSTOM_MODELS else \
+            torchvision.models.get_model(name, **builder_kwargs(name))
     model.eval()
     n_bytes = 4 * sum(t.numel() for t in list(model.parameters()) + list(model.buffers()))
     if n_bytes > 1.9 * 2**30:
@@ -236,7 +249,7 @@ def export_one(name: str, out_dir: Path, size: int, raw_init: bool = False) -> d
     if not isinstance(ref, torch.Tensor):  # e.g. namedtuple outputs with aux heads
         raise RuntimeError(f"model returned {type(ref).__name__}, expected a tensor")
 
-    final = out_dir / f"{name}.onnx"
+    final = out_dir / f"{name}{'_bn' if keep_bn else ''}.onnx"
     fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".onnx.tmp", dir=out_dir)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -253,6 +266,9 @@ def export_one(name: str, out_dir: Path, size: int, raw_init: bool = False) -> d
                 do_constant_folding=True,
                 input_names=["input"],
                 output_names=["logits"],
+                # PRESERVE on an eval-mode model skips the exporter's Conv+BN folding: BatchNormalization
+                # nodes stay (what `--method gamma` needs), with their stored statistics
+                training=torch.onnx.TrainingMode.PRESERVE if keep_bn else torch.onnx.TrainingMode.EVAL,
             )
         proto = onnx.load(str(tmp))
         if proto.ir_version > MAX_IR_VERSION:
@@ -327,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--raw-init", action="store_true",
                     help="keep torchvision's init exactly (constant norm params, BN stats 0/1); "
                          "default: randomize constant params and recalibrate BN (see realistic_init)")
+    ap.add_argument("--keep-bn", action="store_true",
+                    help="keep BatchNormalization nodes (not folded into the convs); files are <name>_bn.onnx")
     ap.add_argument("--list", action="store_true", help="print the selected models and input sizes, export nothing")
     args = ap.parse_args(argv)
 
@@ -362,13 +380,13 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     for name in names:
         size = args.input_size or input_size_for(name)
-        final = out_dir / f"{name}.onnx"
+        final = out_dir / f"{name}{'_bn' if args.keep_bn else ''}.onnx"
         if final.exists() and not args.force:
-            entry = index.get(name) or {}
+            entry = index.get(final.stem) or {}
             entry.setdefault("file", final.name)
             entry["input_shape"] = onnx_input_shape(final)
             entry["size_bytes"] = final.stat().st_size
-            index[name] = entry
+            index[final.stem] = entry
             save_index(out_dir, index)
             print(f"{name:24s} exists   {human_mb(final.stat().st_size):>10s}  "
                   f"input {'x'.join(map(str, entry['input_shape']))}  (use --force to re-export)", flush=True)
@@ -383,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
         t0 = time.perf_counter()
         try:
-            entry = export_one(name, out_dir, size, raw_init=args.raw_init)
+            entry = export_one(name, out_dir, size, raw_init=args.raw_init, keep_bn=args.keep_bn)
         except Exception as e:  # report and go on with the next model
             dt = time.perf_counter() - t0
             msg = " ".join(f"{type(e).__name__}: {e}".split())
@@ -394,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         dt = time.perf_counter() - t0
         entry["export_seconds"] = round(dt, 2)
-        index[name] = entry
+        index[final.stem] = entry
         save_index(out_dir, index)
         print(f"{name:24s} exported {human_mb(entry['size_bytes']):>10s}  input "
               f"{'x'.join(map(str, entry['input_shape']))}  {dt:6.1f}s  nodes {entry['nodes']}  "

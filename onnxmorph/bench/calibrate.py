@@ -37,6 +37,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..cost.profile import SCHEMA, TABLE_KINDS, HardwareProfile, Table
+from ..runtime import onnxruntime
 from . import products as batched_products
 from . import subnormal
 from .op_factors import TABLE_LINKS, measure_op_factors, measure_overheads, probe_chain
@@ -250,8 +251,7 @@ def calibrate(name: str, *, threads: int = 1, grid: str = "default", kinds=None,
               flush: bool = True, clock: str | None = None, quiet_budget_s: float = 600.0) -> HardwareProfile:
     """Run the micro-benchmarks on this machine and return a measured profile. `quiet_budget_s`:
     how long to wait for the quiet state to measure again what was measured on a loaded machine."""
-    import onnxruntime as ort
-
+    ort = onnxruntime()
     spec = GRIDS[grid]
     clock = clock or default_clock(threads)
     kinds = list(kinds or TABLE_KINDS)

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..runtime import make_session
+from ..runtime import make_session, onnxruntime
 
 
 OPSET = 17
@@ -45,8 +45,7 @@ def kernel_times(model: onnx.ModelProto, *, threads: int = 1, runs: int = 9, war
     import json
     import tempfile
 
-    import onnxruntime as ort
-
+    ort = onnxruntime()
     cold = flush_caches if flush else (lambda: None)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="onnxmorph-calibrate-") as tmp:

@@ -21,6 +21,7 @@ from pathlib import Path
 import onnx
 
 from ..ops import VIEW_KERNELS
+from ..runtime import onnxruntime
 
 NCHWC_SUFFIX = "_nchwc"
 REORDERS = ("ReorderInput", "ReorderOutput")
@@ -49,7 +50,7 @@ class RuntimePlan:
 
 def optimized_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     """The graph ONNX Runtime's CPU provider runs for `model` (weights left out)."""
-    import onnxruntime as ort
+    ort = onnxruntime()
 
     with tempfile.TemporaryDirectory(prefix="onnxmorph-plan-") as tmp:
         path = Path(tmp) / "optimized.onnx"
@@ -136,8 +137,7 @@ def ort_plan(model: onnx.ModelProto) -> RuntimePlan | None:
     """The plan of ONNX Runtime's CPU provider for `model`, or None when it cannot be made (the
     latency model then falls back to its built-in approximation of the optimizer's rules)."""
     try:
-        import onnxruntime as ort
-
+        ort = onnxruntime()
         plan = plan_from_graphs(model.graph, optimized_graph(model).graph)
         plan.runtime = f"onnxruntime {ort.__version__} CPU"
         return plan

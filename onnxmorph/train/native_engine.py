@@ -15,6 +15,7 @@ import onnx
 from onnx import helper
 
 from ..errors import OnnxMorphError, UsageError
+from ..runtime import onnxruntime
 from .autodiff import GRAD_PREFIX, differentiate
 from .engine import TrainingSession
 from .graph import TrainingGraph
@@ -22,9 +23,7 @@ from .optim import accumulate_model, new_name, optimizer_spec, state_name, step_
 
 
 def _ort():
-    import onnxruntime as ort
-
-    return ort
+    return onnxruntime()
 
 
 def params_as_inputs(model: onnx.ModelProto, names: list[str]) -> tuple[onnx.ModelProto, dict]:
@@ -63,8 +62,31 @@ def _providers(device: str) -> list[str]:
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise UsageError("--device cuda needs onnxruntime-gpu: the installed onnxruntime has no CUDA "
                              "execution provider")
+        if not cuda_starts(ort):
+            raise UsageError(f"--device cuda: onnxruntime-gpu {ort.__version__} could not start its CUDA provider "
+                             "(no GPU visible, or the CUDA/cuDNN libraries it needs are missing); use --device cpu")
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
+
+
+def cuda_starts(ort) -> bool:
+    """Whether a session really gets the CUDA provider: onnxruntime-gpu lists it even where its libraries
+    or the GPU are missing, and then silently falls back to the CPU (with log lines, silenced here)."""
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    probe = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x],
+                                                [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])]),
+                              opset_imports=[helper.make_opsetid("", 13)], ir_version=7)  # any onnxruntime reads it
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    ort.set_default_logger_severity(4)
+    try:
+        sess = ort.InferenceSession(probe.SerializeToString(), opts,
+                                    providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+        return "CUDAExecutionProvider" in sess.get_providers()
+    except Exception:
+        return False
+    finally:
+        ort.set_default_logger_severity(2)
 
 
 def _session(model: onnx.ModelProto, providers: list[str], threads: int = 0):

@@ -125,8 +125,10 @@ def test_training_graph_with_ops_ort_training_could_not_differentiate():
 
 
 def test_devices():
+    from onnxmorph.train.native_engine import cuda_starts
+
     tg, feeds = training_graph(residual(batch=2))
-    if "CUDAExecutionProvider" in ort.get_available_providers():
+    if "CUDAExecutionProvider" in ort.get_available_providers() and cuda_starts(ort):
         cpu, gpu = open_session(tg), open_session(tg, device="cuda")
         a, b = cpu.train_step(feeds), gpu.train_step(feeds)
         assert abs(float(a["onnxmorph_loss"]) - float(b["onnxmorph_loss"])) < 1e-4 * abs(float(a["onnxmorph_loss"]))
@@ -135,6 +137,21 @@ def test_devices():
             open_session(tg, device="cuda")
     with pytest.raises(UsageError, match="unknown --engine 'torch'"):
         open_session(tg, engine="torch")
+
+
+def test_cuda_provider_listed_but_not_starting_is_one_usage_line(monkeypatch):
+    """onnxruntime-gpu lists CUDAExecutionProvider without a GPU or CUDA libraries, and a session then
+    falls back to the CPU: --device cuda must say so instead of training on the CPU (or a traceback)."""
+    from onnxmorph.train import native_engine
+
+    tg, _ = training_graph(residual(batch=2))
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(native_engine, "cuda_starts", lambda ort_module: False)
+    with pytest.raises(UsageError, match="could not start its CUDA provider.*use --device cpu"):
+        open_session(tg, device="cuda")
+    monkeypatch.undo()
+    if "CUDAExecutionProvider" not in ort.get_available_providers():  # the probe itself, on a CPU build
+        assert native_engine.cuda_starts(ort) is False
 
 
 def test_missing_ort_training_is_one_clear_line(graph):
