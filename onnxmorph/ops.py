@@ -88,3 +88,27 @@ def transpose_class(shape: list[int], perm: list[int]) -> tuple[str, float | Non
         if rest == sorted(rest):
             return "single_axis", None
     return "elementwise", None
+
+
+def conv_pads(attrs: dict, in_spatial, kernel) -> tuple[list[int], list[int]]:
+    """(pads at the beginning, pads at the end) of a Conv or pool window over `in_spatial`, with
+    `auto_pad` resolved as ONNX defines it (SAME_*: output ceil(in / stride), the odd pixel at the
+    end for SAME_UPPER, at the beginning for SAME_LOWER). Attribute strings may be bytes."""
+    nd = len(kernel)
+    auto = attrs.get("auto_pad", "NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto in ("NOTSET", ""):
+        pads = list(attrs.get("pads", [0] * 2 * nd))
+        return pads[:nd], pads[nd:]
+    if auto == "VALID":
+        return [0] * nd, [0] * nd
+    strides = list(attrs.get("strides", [1] * nd))
+    dil = list(attrs.get("dilations", [1] * nd))
+    begin, end = [], []
+    for i in range(nd):
+        out = -(-int(in_spatial[i]) // strides[i])
+        total = max(0, (out - 1) * strides[i] + (kernel[i] - 1) * dil[i] + 1 - int(in_spatial[i]))
+        small, big = total // 2, total - total // 2
+        begin.append(small if auto == "SAME_UPPER" else big)
+        end.append(big if auto == "SAME_UPPER" else small)
+    return begin, end

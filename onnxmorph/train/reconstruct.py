@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..ops import LINEAR_OPS
+from ..ops import LINEAR_OPS, conv_pads
 from ..runtime import make_session
 
 MAX_FEATURES = 6144  # one solve of D x D in float64; wider layers are left as they are
@@ -96,7 +96,7 @@ def find_layers(masked: onnx.ModelProto, original: onnx.ModelProto) -> list[Laye
         layer = Layer(n.name, n.op_type, n.input[0], orig_nodes[n.name].input[0], n.output[0], n.input[1],
                       attrs=attrs)
         if n.op_type == "Conv":
-            if len(w.dims) not in (3, 4) or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            if len(w.dims) not in (3, 4):
                 continue
             if len(n.input) > 2 and n.input[2] in inits:
                 layer.bias = n.input[2]
@@ -141,12 +141,12 @@ def _patches(x: np.ndarray, layer: Layer, w_shape: tuple) -> np.ndarray:
         kh, kw = 1, w_shape[2]
     a = layer.attrs
     nd = 2 if len(w_shape) == 4 else 1
-    pads = list(a.get("pads", [0] * 2 * nd))
+    begin, end = conv_pads(a, x.shape[-nd:], w_shape[2:])  # auto_pad too (keras exports say VALID / SAME)
     strides = list(a.get("strides", [1] * nd))
     dil = list(a.get("dilations", [1] * nd))
     if nd == 1:
-        pads, strides, dil = [0, pads[0], 0, pads[1]], [1, strides[0]], [1, dil[0]]
-    x = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+        begin, end, strides, dil = [0] + begin, [0] + end, [1, strides[0]], [1, dil[0]]
+    x = np.pad(x, ((0, 0), (0, 0), (begin[0], end[0]), (begin[1], end[1])))
     n, c, h, wd = x.shape
     eh, ew = (kh - 1) * dil[0] + 1, (kw - 1) * dil[1] + 1
     win = np.lib.stride_tricks.sliding_window_view(x, (eh, ew), axis=(2, 3))[:, :, ::strides[0], ::strides[1]]

@@ -1,5 +1,6 @@
 """Least-squares reconstruction after the cut (zoo patterns) and one-shot pruning that recovers (demo)."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,20 @@ def _output_error(original, pruned, x):
     return max(float(np.linalg.norm(out[k] - ref[k]) / np.linalg.norm(ref[k])) for k in ref)
 
 
-@pytest.mark.parametrize("pattern", [conv_chain, grouped_and_depthwise, linear_layers],
-                         ids=["conv->conv", "conv->depthwise->conv", "linear->linear"])
+def auto_pad_chain():
+    """conv_chain with its pads given as auto_pad, as keras/tf2onnx exports write them (MTCNN's P-Net:
+    VALID): SAME_UPPER, SAME_LOWER on the strided conv (the odd pad goes first), VALID on the 1x1."""
+    model = conv_chain()
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    for node, mode in zip(convs, ["SAME_UPPER", "SAME_LOWER", "VALID"]):
+        kept = [a for a in node.attribute if a.name != "pads"]
+        del node.attribute[:]
+        node.attribute.extend(kept + [onnx.helper.make_attribute("auto_pad", mode)])
+    return model
+
+
+@pytest.mark.parametrize("pattern", [conv_chain, grouped_and_depthwise, linear_layers, auto_pad_chain],
+                         ids=["conv->conv", "conv->depthwise->conv", "linear->linear", "auto_pad"])
 def test_reconstruction_lowers_the_error_of_the_cut(pattern):
     model = pattern()
     shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
@@ -36,6 +49,11 @@ def test_reconstruction_lowers_the_error_of_the_cut(pattern):
     assert [g["kept_indices"] for g in plain.report["groups"]] == [g["kept_indices"] for g in rebuilt.report["groups"]]
     before, after = _output_error(model, plain.model, held_out), _output_error(model, rebuilt.model, held_out)
     assert after < 0.8 * before, (before, after)
+    # every linear layer after the first reads a cut input and is refit (auto_pad convs were skipped)
+    note = next(n for n in rebuilt.report["notes"] if n.startswith("least-squares reconstruction"))
+    refit, affected = map(int, re.search(r"refit (\d+) of (\d+) affected", note).groups())
+    linear = sum(n.op_type in ("Conv", "Gemm", "MatMul") for n in model.graph.node)
+    assert refit == affected == linear - 1, note
 
 
 def test_one_shot_cut_recovers_on_the_demo():

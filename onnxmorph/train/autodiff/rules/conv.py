@@ -10,27 +10,15 @@ from __future__ import annotations
 
 import itertools
 
+from ....ops import conv_pads
 from ..core import gradient
 
 
-def geometry(ctx, node, x_shape, k, out_spatial):
+def geometry(ctx, node, x_shape, k):
     """(strides, dilations, pads begin, pads end) with auto_pad resolved from the static shapes."""
     nd = len(k)
-    s = list(node.attr("strides", [1] * nd))
-    d = list(node.attr("dilations", [1] * nd))
-    auto = node.attr("auto_pad", "NOTSET")
-    if auto in ("NOTSET", "") and "pads" in node.attrs:
-        pads = list(node.attr("pads"))
-        return s, d, pads[:nd], pads[nd:]
-    if auto in ("NOTSET", "", "VALID"):
-        return s, d, [0] * nd, [0] * nd
-    pb, pe = [], []
-    for i in range(nd):
-        total = max(0, (out_spatial[i] - 1) * s[i] + (k[i] - 1) * d[i] + 1 - x_shape[2 + i])
-        small, big = total // 2, total - total // 2
-        pb.append(small if auto == "SAME_UPPER" else big)
-        pe.append(big if auto == "SAME_UPPER" else small)
-    return s, d, pb, pe
+    pb, pe = conv_pads(node.attrs, x_shape[2:], k)
+    return list(node.attr("strides", [1] * nd)), list(node.attr("dilations", [1] * nd)), pb, pe
 
 
 def input_grad(ctx, dy, w, in_sp, out_sp, k, s, d, pb, pe, group):
@@ -145,7 +133,7 @@ def _conv(ctx, node, dys):
     dy = dys[0]
     xs, ws, ys = ctx.shape(x), ctx.shape(w), ctx.shape(node.outputs[0])
     k = ws[2:]
-    s, d, pb, pe = geometry(ctx, node, xs, k, ys[2:])
+    s, d, pb, pe = geometry(ctx, node, xs, k)
     group = node.attr("group", 1)
     dx = input_grad(ctx, dy, w, xs[2:], ys[2:], k, s, d, pb, pe, group) if ctx.needs(x) else None
     dw = weight_grad(ctx, x, dy, xs, ys, k, s, d, pb, pe, group) if ctx.needs(w) else None
@@ -171,7 +159,7 @@ def _conv_transpose(ctx, node, dys):
         pb = [t // 2 if upper else t - t // 2 for t in total]
         pe = [t - a for t, a in zip(total, pb)]
     else:
-        s, d, pb, pe = geometry(ctx, node, xs, k, ys[2:])
+        s, d, pb, pe = geometry(ctx, node, xs, k)
     group = node.attr("group", 1)
     # the adjoint conv maps dY ([N, C_out, *out]) back to x's shape with the same weight layout
     dx = None

@@ -18,7 +18,7 @@ from .conv import geometry, input_grad
 def _pool_geometry(ctx, node):
     xs, ys = ctx.shape(node.inputs[0]), ctx.shape(node.outputs[0])
     k = list(node.attr("kernel_shape"))
-    s, d, pb, pe = geometry(ctx, node, xs, k, ys[2:])
+    s, d, pb, pe = geometry(ctx, node, xs, k)
     return xs, ys, k, s, d, pb, pe
 
 
