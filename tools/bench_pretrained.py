@@ -503,6 +503,39 @@ def agreement(key: str, ref: list[np.ndarray], out: list[np.ndarray]) -> dict:
     raise ValueError(task)
 
 
+def noise_floor(key: str, cache: Path, work: Path, n_eval: int, levels=(0.001, 0.003, 0.01, 0.03)) -> dict:
+    """How far the metric falls when the *unpruned* model's weights get multiplicative noise w(1 + e z),
+    z ~ N(0, 1), on every float weight of rank >= 2: the scale of error a metric tolerates, measured
+    on the same held-out inputs as the prunes."""
+    import tempfile
+
+    import onnx
+    from onnx import numpy_helper
+
+    spec = MODELS[key]
+    model = cache / spec["file"]
+    _, ev = build_data(key, work, 0, n_eval)
+    x = np.load(ev)[spec["input"]]
+    ref = run_model(model, x, spec["input"])
+    original = onnx.load(str(model))
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="noise-floor-") as tmp:
+        for eps in levels:
+            noisy = onnx.ModelProto()
+            noisy.CopyFrom(original)
+            rng = np.random.default_rng(0)
+            for init in noisy.graph.initializer:
+                w = numpy_helper.to_array(init)
+                if w.dtype == np.float32 and w.ndim >= 2:
+                    w = w * (1 + eps * rng.standard_normal(w.shape))
+                    init.CopyFrom(numpy_helper.from_array(w.astype(np.float32), init.name))
+            path = Path(tmp) / "noisy.onnx"
+            onnx.save(noisy, str(path))
+            res = agreement(key, ref, run_model(path, x, spec["input"]))
+            out[eps] = round(res["value"], 4)
+    return {"metric": res["metric"], "value by noise level": out}
+
+
 def sanity(key: str, cache: Path, work: Path, n_eval: int) -> dict:
     """The original model against the rendered ground truth on the held-out set."""
     spec = MODELS[key]
@@ -687,6 +720,8 @@ def main(argv=None) -> int:
                     help="onnxmorph counts --steps as training + recovery (issue 12's one budget)")
     ap.add_argument("--extra", default="", help="extra prune flags")
     ap.add_argument("--sanity", action="store_true", help="only check the originals against ground truth")
+    ap.add_argument("--noise-floor", action="store_true",
+                    help="only measure the metric of each original under 0.1-3 %% multiplicative weight noise")
     ap.add_argument("--tag", default="", help="label stored with every row (e.g. before / after)")
     ap.add_argument("--json", type=Path, help="results file, rewritten after every row")
     ap.add_argument("--table", type=Path, help="print the table of an existing results file and exit")
@@ -707,6 +742,10 @@ def main(argv=None) -> int:
         print(f"bench_pretrained: models missing from {args.cache} (run tools/collect_pretrained.py): "
               f"{', '.join(missing)}", file=sys.stderr)
         return 2
+    if args.noise_floor:
+        for key in args.models:
+            print(key, json.dumps(noise_floor(key, args.cache, args.work, args.eval)), flush=True)
+        return 0
     if args.sanity:
         for key in args.models:
             print(key, json.dumps(sanity(key, args.cache, args.work, args.eval), ensure_ascii=False))
