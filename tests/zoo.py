@@ -141,6 +141,18 @@ def activations():
     return b.build(b.conv(y, 16, 4, k=1))
 
 
+def class_map(class_last=False, batch=1):
+    """A per-pixel classifier: probabilities over 3 classes at every position, [N, 3, H, W] (Softmax
+    over axis 1), or class-last [N, H, W, 3] after a Transpose as keras exports write it (MTCNN P-Net)."""
+    b = GraphBuilder("class_map")
+    x = b.input([batch, 3, 12, 12])
+    y = b.cbr(b.cbr(x, 3, 16), 16, 24)
+    y = b.conv(y, 24, 3, k=1)
+    if class_last:
+        y = b.op("Transpose", [y], perm=[0, 2, 3, 1])
+    return b.build(b.op("Softmax", [y], axis=-1 if class_last else 1))
+
+
 def residual(batch=1):
     b = GraphBuilder("residual")
     x = b.input([batch, 3, 12, 12])

@@ -8,7 +8,8 @@ smallest Delta_k / dC_k (or Delta_k - w * dC_k), dC being the cost it saves now,
 within a schedule that falls geometrically to the target by 85 % of the steps: the target is reached
 during training, not left to one large cut at the end. Removed units stay at 0.
 Without labels, the loss is cross-entropy on labels drawn from the original model's own
-predictions (the model's Fisher information), mixed with distillation.
+predictions (the model's Fisher information), mixed with distillation: one label per sample, or per
+position for class maps and sequences ([N, C, H, W], [N, H, W, C], CTC's [N, T, C]).
 """
 
 from __future__ import annotations

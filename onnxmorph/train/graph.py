@@ -136,7 +136,8 @@ def _task_loss(b: NodeBuilder, graph: gs.Graph, spec: LossSpec, targets: dict[st
             logp = b.op("Log", [b.op("Add", [out, b.const(1e-8)])])
         else:
             logp = b.op("LogSoftmax", [out], {"axis": 1})
-        ce = b.op("Mul", [_sum_all(b, b.op("Mul", [onehot, logp])), b.const(-1.0 / shape[0])])
+        rows = int(np.prod(shape)) // shape[spec.class_axes.get(out.name, 1)]  # samples x positions
+        ce = b.op("Mul", [_sum_all(b, b.op("Mul", [onehot, logp])), b.const(-1.0 / rows)])
         w = spec.distill_weight
         task = b.op("Add", [b.op("Mul", [task, b.const(w)]), b.op("Mul", [ce, b.const(1.0 - w)])])
     return task

@@ -103,20 +103,25 @@ class Trainer:
         spec = loss_spec(teacher, temperature)
         kinds = spec.kinds
         logits = [k for k, v in kinds.items() if v in ("kl", "probs")]
+        # labels are laid out as the class output: [N, classes], or per position for outputs with a class
+        # axis among others (CTC [N, T, C], class maps [N, C, H, W]): (class axis, position shape)
+        self.label_layout: tuple[int, tuple] = (1, ())
         if sample_labels and self.labels is None:
             if not logits:
                 raise OnnxMorphError("this method needs a class output (logits or probabilities) or --labels")
             t = teacher[logits[0]].astype(np.float64)
-            self.sampled = t.reshape(len(t), -1) if kinds[logits[0]] == "probs" else _softmax(t, 1.0)
-            if self.sampled.ndim != 2 or kinds[logits[0]] == "probs" and t.ndim != 2:
-                raise OnnxMorphError("this method needs a [N, classes] output or --labels")
-            self.labels = np.zeros(self.n, np.int64)  # redrawn for every batch
+            p = t if kinds[logits[0]] == "probs" else _softmax(t, 1.0)
+            axis = spec.class_axes.get(logits[0], 1) % p.ndim
+            p = np.moveaxis(p, axis, -1)
+            self.label_layout = (axis, p.shape[1:-1])
+            self.sampled = p.reshape(len(p), -1, p.shape[-1])  # [N, positions, classes]
+            self.labels = np.zeros(self.sampled.shape[:2], np.int64)  # redrawn for every batch
+        elif self.labels is not None and (not logits or teacher[logits[0]].ndim != 2):
+            raise OnnxMorphError("--labels needs a [N, classes] output (logits or probabilities) "
+                                 "for cross-entropy")
         if self.labels is not None:
-            if not logits or teacher[logits[0]].ndim != 2:
-                raise OnnxMorphError("--labels needs a [N, classes] output (logits or probabilities) "
-                                     "for cross-entropy")
             spec.label_output, spec.distill_weight = logits[0], distill_weight
-            spec.num_classes = int(teacher[logits[0]].shape[1])
+            spec.num_classes = int(teacher[logits[0]].shape[self.label_layout[0]])
             if self.labels.min() < 0 or self.labels.max() >= spec.num_classes:
                 raise DataError(f"labels must lie in [0, {spec.num_classes}) for output '{logits[0]}'")
         self.spec = spec
@@ -151,14 +156,16 @@ class Trainer:
             self._cursor += self.micro
         feeds = {name: arr[idx] for name, arr in self.inputs.items()}
         feeds.update({self.tg.targets[k]: v[idx] for k, v in self.targets.items() if k in self.tg.targets})
-        if self.sampled is not None:
-            cdf = np.cumsum(self.sampled[idx], axis=1)
-            u = self.rng.random((len(idx), 1))
-            self.labels[idx] = np.minimum((u > cdf).sum(axis=1), cdf.shape[1] - 1)
+        if self.sampled is not None:  # one label per row and position, drawn from the teacher
+            cdf = np.cumsum(self.sampled[idx], axis=2)
+            u = self.rng.random((len(idx), cdf.shape[1], 1))
+            self.labels[idx] = np.minimum((u > cdf).sum(axis=2), cdf.shape[2] - 1)
         if self.labels is not None:
-            onehot = np.zeros((self.micro, self.spec.num_classes), np.float32)
-            onehot[np.arange(self.micro), self.labels[idx].astype(np.int64)] = 1.0
-            feeds[LABELS] = onehot
+            labels = self.labels[idx].astype(np.int64).reshape(self.micro, -1)
+            onehot = np.zeros(labels.shape + (self.spec.num_classes,), np.float32)
+            np.put_along_axis(onehot, labels[..., None], 1.0, axis=2)
+            axis, positions = self.label_layout
+            feeds[LABELS] = np.moveaxis(onehot.reshape((self.micro,) + positions + (-1,)), -1, axis)
         return feeds
 
     def run(self, steps: int, *, reg_weights, strength: float, controller=None, unit_mask=None,

@@ -41,6 +41,33 @@ def test_fisher_reaches_the_target_during_training(setup):
     assert len(set(steps)) >= 10 and 0.6 * 80 <= max(steps) <= 0.9 * 80
 
 
+@pytest.mark.parametrize("class_last", [False, True], ids=["[N,C,H,W]", "[N,H,W,C]"])
+def test_fisher_label_free_on_a_class_map(class_last):
+    """Without --labels, fisher draws labels from the model's own probabilities: one per position for a
+    class map (a segmenter, P-Net's face map, a CTC recognizer's [N, T, C]). It used to refuse any
+    output but [N, classes]."""
+    from onnxmorph.train.graph import LABELS
+    from onnxmorph.train.loop import Trainer
+
+    analysis = analyze(load_model(zoo.class_map(class_last, batch="N")))
+    data = {"input": np.random.default_rng(0).standard_normal((256, 3, 12, 12)).astype(np.float32)}
+    method = get_method("fisher")
+    trainer = Trainer(method, analysis, data=data, batch_size=16, sample_labels=True, seed=0)
+    out = analysis.loaded.graph().outputs[0].name
+    teacher = trainer.targets[out]  # the model's own probabilities, as the output lays them out
+    axis = 3 if class_last else 1
+    draws = np.stack([trainer._batch(np.arange(16))[LABELS] for _ in range(200)])
+    trainer.close()
+    assert draws.shape[1:] == teacher[:16].shape
+    np.testing.assert_array_equal(draws.sum(axis=axis + 1), 1.0)  # one class per position
+    # each position's label frequencies follow the teacher's probabilities there
+    # (200 draws: binomial sd <= 0.035 a cell; the classes rolled by one along their axis are 0.1 off)
+    assert np.abs(draws.mean(axis=0) - teacher[:16]).mean() < 0.04
+    assert np.abs(np.roll(teacher[:16], 1, axis=axis) - teacher[:16]).mean() > 0.06
+    fit = method.fit(analysis, CostModel(analysis), data=data, fraction=0.5, steps=60, batch_size=16, lr=1e-3)
+    assert abs(_end_cost(method, analysis, fit, method.keep) / 0.5 - 1) <= 0.05
+
+
 def test_fisher_paces_by_cost_when_it_removes_cheap_channels():
     """8 expensive channels beside 256 cheap ones, and the criterion Delta - 0 * dC (signal only): most
     removals are cheap channels. Pacing by a count of channels sized for expensive ones ended training at
