@@ -123,12 +123,29 @@ def find_layers(masked: onnx.ModelProto, original: onnx.ModelProto) -> list[Laye
 
 
 def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """`model` computing exactly `names`: ONNX Runtime runs every node of a graph whatever outputs a
+    run asks for, so the nodes no name depends on are dropped (an early wave of a 46-wave refit ran
+    the whole recognizer for its first layers' inputs). Graphs with subgraphs keep every node (a
+    branch may read any outer tensor by name)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    have = {o.name for o in out.graph.output}
-    for name in dict.fromkeys(names):
-        if name not in have:
-            out.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    wanted = list(dict.fromkeys(names))
+    del out.graph.output[:]
+    out.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in wanted)
+    nodes = list(out.graph.node)
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in nodes for a in n.attribute):
+        return out
+    needed, keep = set(wanted), []
+    for node in reversed(nodes):
+        if needed.intersection(node.output):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+    del out.graph.node[:]
+    out.graph.node.extend(reversed(keep))
+    used = needed | {i.name for i in out.graph.input}
+    inits = [t for t in out.graph.initializer if t.name in used]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(inits)
     return out
 
 
