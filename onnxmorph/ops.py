@@ -61,6 +61,11 @@ LINEAR_OPS = ("MatMul", "Gemm", "Conv")
 # --- how the runtime copies ---------------------------------------------------------------------
 
 
+# --- quantization ---------------------------------------------------------------------------------
+
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")  # QDQ format: float ops between (de)quantize pairs
+QOPERATOR_OPS = ("QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger")  # integer-domain ops
+
 def transpose_class(shape: list[int], perm: list[int]) -> tuple[str, float | None]:
     """How ONNX Runtime copies a Transpose of `shape` by `perm`: ("rows", row length) when the last
     axis stays in place (rows of the trailing kept axes are copied), else "single_axis" (one axis

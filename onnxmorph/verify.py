@@ -7,13 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from .ops import QDQ_OPS, QOPERATOR_OPS
 from .runtime import make_session
 
 RTOL = 1e-4
 FP16_RTOL = 4 * float(np.finfo(np.float16).eps)  # float16 outputs: sums in another order differ by a few ulps
 QUANT_STEPS = 1  # quantized models: outputs may differ by this many steps of their quantization scale
-QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
-                 "MatMulInteger")
 
 
 @dataclass
@@ -70,7 +69,7 @@ def output_steps(model: onnx.ModelProto) -> dict[str, float]:
 
 
 def is_quantized(model: onnx.ModelProto) -> bool:
-    return any(n.op_type in QUANTIZED_OPS or n.op_type.startswith("QLinear") for n in model.graph.node)
+    return any(n.op_type in QDQ_OPS + QOPERATOR_OPS or n.op_type.startswith("QLinear") for n in model.graph.node)
 
 
 def compare(reference: onnx.ModelProto, candidate: onnx.ModelProto, feeds: list[dict]) -> VerifyResult:

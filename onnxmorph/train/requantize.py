@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..analysis.handlers.quant import axis_view, dequantize
 from .reconstruct import reconstruct_cut
 
 
@@ -61,31 +62,19 @@ def dequantized_weights(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[s
     return out, quants
 
 
-def _view(v: np.ndarray, ndim: int, axis: int) -> np.ndarray:
-    if v.size == 1:
-        return v.reshape(())
-    shape = [1] * ndim
-    shape[axis] = v.size
-    return v.reshape(shape)
-
-
-def dequantize(q, scale, zp, axis):
-    return (q.astype(np.float64) - _view(zp, q.ndim, axis).astype(np.float64)) * _view(scale, q.ndim, axis)
-
-
 def quantize(w: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int, dtype, grow: bool):
     """(q, scale): `w` in integers of `dtype` with zero point `zp`; the scale grows (per channel, never
     shrinks) where `w` would leave the range, unless `grow` is False (then it clips)."""
     info = np.iinfo(dtype)
     lo, hi = (-127, 127) if dtype == np.int8 else (info.min, info.max)  # symmetric int8 as quantizers write it
-    zpv = _view(zp, w.ndim, axis).astype(np.float64)
+    zpv = axis_view(zp, w.ndim, axis).astype(np.float64)
     if grow:
         other = tuple(a for a in range(w.ndim) if a != axis) if scale.size > 1 else None
         need_hi = np.max(w, axis=other, keepdims=True) / np.maximum(hi - zpv, 1e-12)
         need_lo = np.min(w, axis=other, keepdims=True) / np.minimum(lo - zpv, -1e-12)
         need = np.maximum(np.maximum(need_hi, need_lo), 0).reshape(scale.shape)
         scale = np.maximum(scale, need.astype(scale.dtype))
-    q = np.clip(np.round(w / _view(scale, w.ndim, axis) + zpv), lo, hi).astype(dtype)
+    q = np.clip(np.round(w / axis_view(scale, w.ndim, axis) + zpv), lo, hi).astype(dtype)
     return q, scale
 
 

@@ -20,9 +20,9 @@ import onnx_graphsurgeon as gs
 
 from ..node_cost import Bilinear
 from ...errors import OnnxMorphError
+from ...ops import QDQ_OPS, QOPERATOR_OPS
 from .base import OpHandler, const_value, is_present, norm_axis, register
 
-QOPERATOR_OPS = ("QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger")
 # Ops whose handlers only *select* positions of their constant inputs on emit (no arithmetic on the
 # values): their quantized weights can be sliced through an index view.
 SELECTING_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "PRelu",
@@ -54,12 +54,24 @@ def dequantized(node: gs.Node) -> np.ndarray | None:
         return None
     if int(node.attrs.get("block_size", 0)) or scale.ndim > 1:
         return None  # blocked quantization: not read as a constant, so its consumer stays a leaf
-    zp = np.zeros_like(scale, dtype=np.int64) if zp is None else zp.astype(np.int64)
-    if _per_axis(scale):
-        view = [1] * q.ndim
-        view[norm_axis(int(node.attrs.get("axis", 1)), q.ndim)] = scale.size
-        scale, zp = scale.reshape(view), zp.reshape(view)
-    return ((q.astype(np.int64) - zp) * scale.astype(np.float64)).astype(scale.dtype)
+    zp = np.zeros_like(scale, dtype=np.int64) if zp is None else zp
+    axis = norm_axis(int(node.attrs.get("axis", 1)), q.ndim) if _per_axis(scale) else 0
+    return dequantize(q, scale, zp, axis).astype(scale.dtype)
+
+
+def axis_view(v: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    """A per-tensor (size 1) or per-axis quantization parameter shaped to broadcast over a rank-`ndim`
+    tensor along `axis`."""
+    if v.size == 1:
+        return v.reshape(())
+    shape = [1] * ndim
+    shape[axis] = v.size
+    return v.reshape(shape)
+
+
+def dequantize(q: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int) -> np.ndarray:
+    """(q - zero point) * scale in float64, per tensor or along `axis`."""
+    return (q.astype(np.float64) - axis_view(zp, q.ndim, axis).astype(np.float64)) * axis_view(scale, q.ndim, axis)
 
 
 def quantized_weight(t) -> gs.Node | None:
@@ -86,7 +98,7 @@ class QuantizeDequantizeHandler(OpHandler):
     """QuantizeLinear / DequantizeLinear on an activation: channels pass through (position by
     position); a per-axis scale and zero point on the channel axis are sliced on emit."""
 
-    op_types = ("QuantizeLinear", "DequantizeLinear")
+    op_types = QDQ_OPS
 
     def propagate(self, node, ctx) -> None:
         x, y = node.inputs[0], node.outputs[0]
