@@ -5,6 +5,7 @@ under Adam's momentum), and the fit reports it."""
 import numpy as np
 import pytest
 
+import onnxmorph
 from onnxmorph.analysis import analyze
 from onnxmorph.cost import CostModel
 from onnxmorph.graph import load_model
@@ -66,6 +67,11 @@ def test_fisher_label_free_on_a_class_map(class_last):
     assert np.abs(np.roll(teacher[:16], 1, axis=axis) - teacher[:16]).mean() > 0.06
     fit = method.fit(analysis, CostModel(analysis), data=data, fraction=0.5, steps=60, batch_size=16, lr=1e-3)
     assert abs(_end_cost(method, analysis, fit, method.keep) / 0.5 - 1) <= 0.05
+    # and the whole prune: emitted, verified pruned == masked, at the target
+    res = onnxmorph.prune(zoo.class_map(class_last), method="fisher", target="flops=0.5", data=data, steps=40,
+                          batch_size=16, seed=0)
+    assert res.report["verify"]["passed"]
+    assert res.report["pruned"]["macs"] <= 0.5 * res.report["original"]["macs"]
 
 
 def test_fisher_paces_by_cost_when_it_removes_cheap_channels():
