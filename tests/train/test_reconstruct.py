@@ -9,6 +9,7 @@ import pytest
 
 import onnxmorph
 from onnxmorph.fidelity import run_batched
+from onnxmorph.train.reconstruct import Layer, design
 from zoo import conv_chain, grouped_and_depthwise, linear_layers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +31,41 @@ def auto_pad_chain():
         del node.attribute[:]
         node.attribute.extend(kept + [onnx.helper.make_attribute("auto_pad", mode)])
     return model
+
+
+CONVS = {  # (input [n, c, *spatial], weight [out, c/group, *kernel], Conv attributes)
+    "3x3": ([2, 4, 9, 11], [6, 4, 3, 3], dict(pads=[1, 1, 1, 1])),
+    "strided, uneven pads": ([2, 4, 9, 11], [6, 4, 3, 3], dict(strides=[2, 2], pads=[0, 1, 2, 0])),
+    "dilated": ([2, 4, 9, 11], [6, 4, 3, 3], dict(dilations=[2, 2], pads=[2, 2, 2, 2])),
+    "grouped": ([2, 4, 9, 11], [6, 2, 3, 3], dict(group=2, pads=[1, 1, 1, 1])),
+    "depthwise": ([2, 4, 9, 11], [4, 1, 5, 5], dict(group=4, pads=[2, 2, 2, 2])),
+    "SAME_LOWER, strided": ([2, 4, 9, 11], [6, 4, 3, 3], dict(auto_pad="SAME_LOWER", strides=[2, 2])),
+    "1x3, strides 2x1": ([2, 4, 9, 11], [6, 4, 1, 3], dict(strides=[2, 1], pads=[0, 1, 0, 1])),
+    "conv1d": ([2, 4, 15], [6, 4, 3], dict(strides=[2], pads=[1, 1])),
+}
+
+
+@pytest.mark.parametrize("case", CONVS, ids=list(CONVS))
+@pytest.mark.parametrize("limit", [None, 50], ids=["all rows", "50 sampled rows"])
+def test_the_design_matrix_reproduces_the_conv(case, limit):
+    """A @ W is the Conv's output on every row, all of them or a sample (the refit's system is exact)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    x_shape, w_shape, attrs = CONVS[case]
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w")])
+    y = run_batched(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), {"x": x})["y"]
+    layer = Layer("conv", "Conv", "x", "x", "y", "w", attrs=attrs)
+    a, yy = design(x, y, layer, w.shape, np.random.default_rng(0), limit)
+    groups = attrs.get("group", 1)
+    system = w.reshape(groups, w_shape[0] // groups, -1).transpose(0, 2, 1)  # [G, D, out/G]
+    assert len(a) == min(limit or y.size, y.size // w_shape[0])
+    np.testing.assert_allclose(np.einsum("rgi,gio->rgo", a, system), yy, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("pattern", [conv_chain, grouped_and_depthwise, linear_layers, auto_pad_chain],
