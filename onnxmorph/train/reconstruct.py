@@ -24,7 +24,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..ops import LINEAR_OPS, conv_pads
-from ..runtime import make_session
+from .waves import Forward, runner, wave_of
 
 MAX_FEATURES = 6144  # one solve of D x D in float64; wider layers are left as they are
 RECONSTRUCT_SECONDS = 120.0  # reconstruct_cut's time budget: later waves are skipped past it
@@ -120,33 +120,6 @@ def find_layers(masked: onnx.ModelProto, original: onnx.ModelProto) -> list[Laye
                     layer.bias, layer.y = other[0], nxt[0].output[0]
         layers.append(layer)
     return layers
-
-
-def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    """`model` computing exactly `names`: ONNX Runtime runs every node of a graph whatever outputs a
-    run asks for, so the nodes no name depends on are dropped (an early wave of a 46-wave refit ran
-    the whole recognizer for its first layers' inputs). Graphs with subgraphs keep every node (a
-    branch may read any outer tensor by name)."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    wanted = list(dict.fromkeys(names))
-    del out.graph.output[:]
-    out.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in wanted)
-    nodes = list(out.graph.node)
-    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in nodes for a in n.attribute):
-        return out
-    needed, keep = set(wanted), []
-    for node in reversed(nodes):
-        if needed.intersection(node.output):
-            keep.append(node)
-            needed.update(i for i in node.input if i)
-    del out.graph.node[:]
-    out.graph.node.extend(reversed(keep))
-    used = needed | {i.name for i in out.graph.input}
-    inits = [t for t in out.graph.initializer if t.name in used]
-    del out.graph.initializer[:]
-    out.graph.initializer.extend(inits)
-    return out
 
 
 def _sample(total: int, rng, limit: int | None) -> np.ndarray | None:
@@ -257,32 +230,6 @@ class _Accumulator:
         return float(np.sqrt(num / max(den, 1e-30)))
 
 
-def _batches(inputs: dict[str, np.ndarray], batch: int):
-    n = next(iter(inputs.values())).shape[0]
-    for start in range(0, n, batch):
-        yield {k: v[start:start + batch] for k, v in inputs.items()}
-
-
-def _runner(model: onnx.ModelProto, outputs: list[str], fixed_batch: int):
-    """Run `model` (static batch `fixed_batch`) for `outputs` on any number of rows: chunks of
-    `fixed_batch`, the last one padded by wrapping around and trimmed after."""
-    graph_inputs = {i.name for i in model.graph.input}
-    computed = [o for o in dict.fromkeys(outputs) if o not in graph_inputs]  # ORT returns no graph input
-    session = make_session(_with_outputs(model, computed)) if computed else None
-
-    def run(feeds):
-        n = next(iter(feeds.values())).shape[0]
-        parts = []
-        for i in range(0, n, fixed_batch) if session else ():
-            idx = np.arange(i, i + fixed_batch) % n
-            outs = session.run(computed, {k: v[idx] for k, v in feeds.items()})
-            parts.append([o[:min(fixed_batch, n - i)] for o in outs])
-        got = {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(computed)}
-        got.update({name: feeds[name] for name in outputs if name in graph_inputs})
-        return got
-    return run
-
-
 def reconstruct(masked: onnx.ModelProto, original: onnx.ModelProto, inputs: dict[str, np.ndarray], *,
                 ridge: float = 1e-3, batch: int = 32, fixed_batch: int = 1, seed: int = 0,
                 progress=None, refit: bool = True, bn_stats: bool = False,
@@ -296,18 +243,18 @@ def reconstruct(masked: onnx.ModelProto, original: onnx.ModelProto, inputs: dict
     work = onnx.ModelProto()
     work.CopyFrom(masked)
     inits = {t.name: t for t in work.graph.initializer}
-    batches = list(_batches(inputs, batch))
+    n = next(iter(inputs.values())).shape[0]
+    batches = [slice(start, start + batch) for start in range(0, n, batch)]
     hold = {len(batches) - 1} if len(batches) > 1 else set()
 
     # Which layers see a changed input, and the waves in which they can be refit together: a layer
     # waits for every refit layer upstream of it.
-    first = batches[0]
-    names_m = [l.x for l in layers]
-    names_o = [l.x_orig for l in layers]
-    got_m = _runner(work, names_m, fixed_batch)(first)
-    got_o = _runner(original, names_o, fixed_batch)(first)
+    first = {k: v[batches[0]] for k, v in inputs.items()}
+    got_m = runner(work, [l.x for l in layers], fixed_batch)(first)
+    got_o = runner(original, [l.x_orig for l in layers], fixed_batch)(first)
     affected = [l for l in layers if refit and not np.array_equal(got_m[l.x], got_o[l.x_orig])]
-    wave = _waves(work, [(l.node, l.x) for l in affected])
+    wave = wave_of(work, [(l.node, l.x) for l in affected])
+    forward_m, forward_o = Forward(inputs, fixed_batch), Forward(inputs, fixed_batch)
     results, params = [], {}
     waves = max(wave.values(), default=-1) + 1
     for k in range(waves):
@@ -318,15 +265,14 @@ def reconstruct(masked: onnx.ModelProto, original: onnx.ModelProto, inputs: dict
             break
         todo = [l for l in affected if wave[l.node] == k]
         say(f"reconstructing layers (wave {k + 1}/{waves})")
-        run_m = _runner(work, [l.x for l in todo], fixed_batch)
-        run_o = _runner(original, [l.y for l in todo], fixed_batch)
+        xm = forward_m.run(work, [l.x for l in todo])  # refits change only what later waves read
+        yo = forward_o.run(original, [l.y for l in todo])
         accs = {}
-        for bi, feeds in enumerate(batches):
-            xm, yo = run_m(feeds), run_o(feeds)
+        for bi, rows in enumerate(batches):
             for layer in todo:
                 w = numpy_helper.to_array(inits[layer.weight])
                 # positions sampled: a large map has thousands per image
-                a, y = design(xm[layer.x], yo[layer.y], layer, w.shape, rng, ROWS_PER_BATCH)
+                a, y = design(xm[layer.x][rows], yo[layer.y][rows], layer, w.shape, rng, ROWS_PER_BATCH)
                 if a.shape[2] > MAX_FEATURES:
                     continue
                 fit_bias = layer.bias is not None or layer.bn_mean is not None
@@ -371,27 +317,6 @@ def reconstruct(masked: onnx.ModelProto, original: onnx.ModelProto, inputs: dict
     return Reconstruction(params, results, time.perf_counter() - t0)
 
 
-def _waves(model: onnx.ModelProto, items: list[tuple[str, str]]) -> dict[str, int]:
-    """For (node, input tensor) pairs in topological order: the pass in which each can be handled,
-    one after every listed node upstream of its input."""
-    producers = {o: n for n in model.graph.node for o in n.output}
-    wave: dict[str, int] = {}
-    for node, tensor in items:
-        stack, seen, level = [tensor], set(), 0
-        while stack:
-            t = stack.pop()
-            if t in seen or t not in producers:
-                continue
-            seen.add(t)
-            p = producers[t]
-            if p.name in wave:
-                level = max(level, wave[p.name] + 1)
-                continue
-            stack.extend(p.input)
-        wave[node] = level
-    return wave
-
-
 def reestimate_bn(model: onnx.ModelProto, inputs: dict[str, np.ndarray], *, batch: int = 32,
                   fixed_batch: int = 1) -> dict[str, np.ndarray]:
     """Set every BatchNormalization's stored mean and variance to its input's statistics in `model`
@@ -399,14 +324,16 @@ def reestimate_bn(model: onnx.ModelProto, inputs: dict[str, np.ndarray], *, batc
     inits = {t.name: t for t in model.graph.initializer}
     bns = [n for n in model.graph.node if n.op_type == "BatchNormalization" and len(n.input) >= 5
            and n.input[3] in inits and n.input[4] in inits]
-    wave = _waves(model, [(n.name, n.input[0]) for n in bns])
+    wave = wave_of(model, [(n.name, n.input[0]) for n in bns])
+    forward = Forward(inputs, fixed_batch)
+    rows = next(iter(inputs.values())).shape[0]
     params: dict[str, np.ndarray] = {}
     for k in range(max(wave.values(), default=-1) + 1):
         todo = [n for n in bns if wave[n.name] == k]
-        run = _runner(model, [n.input[0] for n in todo], fixed_batch)
+        every = forward.run(model, [n.input[0] for n in todo])
         sums: dict[str, list] = {}
-        for feeds in _batches(inputs, batch):
-            got = run(feeds)
+        for start in range(0, rows, batch):
+            got = {name: v[start:start + batch] for name, v in every.items()}
             for n in todo:
                 x = got[n.input[0]].astype(np.float64)
                 axes = tuple(a for a in range(x.ndim) if a != 1)
