@@ -29,6 +29,7 @@ PROBE_RISE = 3.0  # the held-out loss may rise this much during the probe before
 # to the original (0.7: 10 %, 1/4: 80 %); from about 0.22 down there is no probe: the cut rebuilds most
 # of the model anyway (the demo at 1/8 ended 2-6 points lower at the 9x smaller rate a fixed 5 % chose)
 DAMAGE_SHARE = 0.05
+PLATEAU_CUTS = 4  # after a probe that found no rate: times recovery may go back to its start at a third of the rate
 
 
 def damage_share(fraction: float) -> float:
@@ -87,6 +88,7 @@ class Trainer:
         self.method, self.analysis = method, analysis
         self.rng = np.random.default_rng(seed)
         self.notes: list[str] = []
+        self.no_rate_found = False  # the learning-rate probe found no rate that kept the held-out loss down
         self.inputs = {s.name: data[s.name] for s in analysis.loaded.inputs}
         self.n = next(iter(self.inputs.values())).shape[0]
         self.labels = data.get(labels) if labels else None
@@ -182,11 +184,12 @@ class Trainer:
         curve: list[dict] = []
         good, rollbacks = self.session.params(), 0
         cost = 1.0
-        best, high = None, 0
+        best, high, cuts = None, 0, 0
         self.steps_run = steps - start_step
         if guard_every:
             val = self.validation_loss(unit_mask)
             best = None if val is None else (val, good, start_step - 1)
+            start_loss = val
         step = start_step - 1  # the last step taken (none yet)
         for step in range(start_step, steps):
             lr = lr_at(step, steps, self.base_lr)
@@ -227,6 +230,13 @@ class Trainer:
                 curve[-1]["held_out_loss"] = val
                 if val < best[0]:
                     best, high = (val, self.session.params(), step), 0
+                elif self.no_rate_found and best[2] < start_step and cuts < PLATEAU_CUTS:
+                    # the probe's smallest rate still raised the loss and training has not yet got
+                    # below its start: keep backing off (ppocr-rec after the refit of a 0.7 cut sits
+                    # near the optimum, where Adam's fixed-size steps only drift)
+                    self.session.load_params(best[1])
+                    self.base_lr /= 3.0
+                    cuts += 1
                 else:
                     # one noisy check on a small held-out set is no trend: stop after three in a row
                     high = high + 1 if val > 2.0 * best[0] + 1e-6 else 0
@@ -235,6 +245,9 @@ class Trainer:
                                           f"for three checks, {val:.4g} at step {step + 1}; stopped early")
                         self.steps_run = step + 1 - start_step
                         break
+        if cuts:
+            self.notes.append(f"{label}: the held-out loss was not below its start ({start_loss:.4g}) at {cuts} "
+                              f"check(s); each went back to the start at a third of the rate, down to {self.base_lr:.3g}")
         if best is not None and best[2] != step:
             self.session.load_params(best[1])
             where = "the start" if best[2] < start_step else f"step {best[2] + 1}"
@@ -295,7 +308,8 @@ class Trainer:
                 break
             lr /= 3.0
         text = ", ".join(f"{c:.3g} -> {v:.4g}" for c, v in tried)
-        if tried[-1][1] >= rise * before:
+        self.no_rate_found = tried[-1][1] >= rise * before
+        if self.no_rate_found:
             lr = tried[-1][0]
             self.notes.append(f"every learning rate raised the held-out loss ({before:.4g}) in {steps_each} steps "
                               f"({text}); training at {lr:.3g}, the weights fall back to the best state seen")

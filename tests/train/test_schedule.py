@@ -154,3 +154,33 @@ def test_a_small_calibration_set_still_keeps_rows_out(setup):
         assert spent >= 2 and trainer.validation_loss() is not None
     finally:
         trainer.close()
+
+
+@pytest.mark.parametrize("probe_failed", [True, False], ids=["no rate found", "probe found a rate"])
+def test_recovery_backs_off_further_when_the_probe_found_no_rate(setup, probe_failed):
+    """At the distillation optimum (the intact model) every step raises the held-out loss. After a probe
+    whose smallest rate still raised it, recovery goes back to its start at a third of the rate at each
+    check that is not below the start, at most PLATEAU_CUTS times; after a probe that found a rate the
+    rate stays (the climb before the fall after a deep cut). Either way the weights end at the start."""
+    from onnxmorph.train.instrument import FixedMask
+    from onnxmorph.train.loop import PLATEAU_CUTS, Trainer
+
+    analysis, data = setup
+    u = analysis.num_units
+    trainer = Trainer(FixedMask(), analysis, data=data, batch_size=16, lr=1.0, seed=0)
+    try:
+        start = trainer.validation_loss()
+        lr, _ = trainer.choose_lr(3.0, 2, tries=2)
+        assert trainer.no_rate_found and lr == pytest.approx(1.0)
+        trainer.no_rate_found = probe_failed
+        trainer.run(40, reg_weights=lambda keep: np.zeros(len(keep), np.float32), strength=0.0,
+                    unit_mask=np.ones(u, bool), label="recovery", guard_every=5)
+        cut = [n for n in trainer.notes if "went back to the start" in n]
+        if probe_failed:
+            assert trainer.base_lr == pytest.approx(1.0 / 3 ** PLATEAU_CUTS) and len(cut) == 1
+            assert f"at {PLATEAU_CUTS} check(s)" in cut[0]
+        else:
+            assert trainer.base_lr == pytest.approx(1.0) and not cut
+        assert trainer.validation_loss() == pytest.approx(start, abs=1e-6)
+    finally:
+        trainer.close()
