@@ -269,14 +269,14 @@ def reconstruct(masked: onnx.ModelProto, original: onnx.ModelProto, inputs: dict
             break
         todo = [l for l in affected if wave[l.node] == k]
         say(f"reconstructing layers (wave {k + 1}/{waves})")
-        xm = forward_m.run(work, [l.x for l in todo])  # refits change only what later waves read
-        yo = forward_o.run(original, [l.y for l in todo])
         accs = {}
-        for bi, rows in enumerate(batches):
+        # a batch at a time: refits change only what later waves read
+        pairs = zip(forward_m.run(work, [l.x for l in todo], batch), forward_o.run(original, [l.y for l in todo], batch))
+        for bi, (xm, yo) in enumerate(pairs):
             for layer in todo:
                 w = numpy_helper.to_array(inits[layer.weight])
                 # positions sampled: a large map has thousands per image
-                a, y = design(xm[layer.x][rows], yo[layer.y][rows], layer, w.shape, rng, ROWS_PER_BATCH)
+                a, y = design(xm[layer.x], yo[layer.y], layer, w.shape, rng, ROWS_PER_BATCH)
                 if a.shape[2] > MAX_FEATURES:
                     continue
                 fit_bias = layer.bias is not None or layer.bn_mean is not None
@@ -330,14 +330,11 @@ def reestimate_bn(model: onnx.ModelProto, inputs: dict[str, np.ndarray], *, batc
            and n.input[3] in inits and n.input[4] in inits]
     wave = wave_of(model, [(n.name, n.input[0]) for n in bns])
     forward = Forward(inputs, fixed_batch)
-    rows = next(iter(inputs.values())).shape[0]
     params: dict[str, np.ndarray] = {}
     for k in range(max(wave.values(), default=-1) + 1):
         todo = [n for n in bns if wave[n.name] == k]
-        every = forward.run(model, [n.input[0] for n in todo])
         sums: dict[str, list] = {}
-        for start in range(0, rows, batch):
-            got = {name: v[start:start + batch] for name, v in every.items()}
+        for got in forward.run(model, [n.input[0] for n in todo], batch):
             for n in todo:
                 x = got[n.input[0]].astype(np.float64)
                 axes = tuple(a for a in range(x.ndim) if a != 1)

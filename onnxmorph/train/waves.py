@@ -10,6 +10,8 @@ tensors the earlier waves left behind, so a model is run about once in all inste
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 import onnx
 
@@ -101,7 +103,8 @@ class Forward:
     what it has asked for (a wave refits the layers whose inputs it asked for).
 
     The rows go in chunks of the model's static batch, and the tensors left behind are kept per
-    chunk as the runs made them: some are not per row at all (a computed shape)."""
+    chunk as the runs made them: some are not per row at all (a computed shape). What a run asks
+    for comes back a chunk at a time, so only the kept tensors are held for every row."""
 
     def __init__(self, inputs: dict[str, np.ndarray], fixed_batch: int, max_bytes: int = FRONTIER_BYTES):
         self.rows = next(iter(inputs.values())).shape[0]
@@ -115,34 +118,63 @@ class Forward:
         self.frontier: dict[str, list[np.ndarray]] = dict(self.inputs)  # per chunk: tensors pending nodes read
         self.done: set[int] = set()
 
-    def run(self, model: onnx.ModelProto, names: list[str]) -> dict[str, np.ndarray]:
-        """`names` (tensors with the row axis first) on every row."""
+    def run(self, model: onnx.ModelProto, names: list[str], rows: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """`names` (tensors with the row axis first) on every row, `rows` rows at a time (default: the
+        static batch), in order. The kept tensors move on once the last chunk has run."""
         names = list(dict.fromkeys(names))
         if has_subgraphs(model):  # a branch may read any tensor: no cutting, no frontier
             self.restart()
-            return runner(model, names, self.batch)(self.raw)
+            yield from _rebatch([runner(model, names, self.batch)(self.raw)], rows or self.batch)
+            return
         nodes = list(model.graph.node)
         todo = [i for i in _ancestors(nodes, names, set(self.frontier)) if i not in self.done]
         done = self.done | set(todo)
         pending = {x for i, n in enumerate(nodes) if i not in done for x in n.input}
         keep = [o for i in todo for o in nodes[i].output if o in pending]
         outs = list(dict.fromkeys([t for t in names if t not in self.frontier] + keep))
-        got: dict[str, list[np.ndarray]] = {t: [] for t in outs}
+        kept: dict[str, list[np.ndarray]] = {t: [] for t in keep}
+        session, fed = None, []
         if todo:
-            first = {k: v[0] for k, v in self.frontier.items()}
-            cut = with_outputs(model, outs, todo, first)
-            session = make_session(cut)
-            fed = [i.name for i in cut.graph.input]
-            for c in range(len(self.chunks)):
-                for t, value in zip(outs, session.run(outs, {k: self.frontier[k][c] for k in fed})):
-                    got[t].append(value)
-        kept = {t: v for t, v in self.frontier.items() if t in pending}
-        kept.update({t: got[t] for t in keep})
-        result = {t: np.concatenate(got[t] if t in got else self.frontier[t])[:self.rows] for t in names}
-        self.frontier, self.done = kept, done
-        if sum(a.nbytes for v in kept.values() for a in v) > self.max_bytes:
+            cut = with_outputs(model, outs, todo, {k: v[0] for k, v in self.frontier.items()})
+            session, fed = make_session(cut), [i.name for i in cut.graph.input]
+
+        def chunks():
+            last = len(self.chunks) - 1
+            for c in range(last + 1):
+                got = dict(zip(outs, session.run(outs, {k: self.frontier[k][c] for k in fed}))) if session else {}
+                got.update({t: self.frontier[t][c] for t in names if t not in got})
+                for t in keep:
+                    kept[t].append(got[t])
+                if c == last:  # before the last rows go out: a caller zipping two runs may stop there
+                    self._advance(pending, kept, done)
+                real = min(self.batch, self.rows - c * self.batch)  # the last chunk wrapped around
+                yield {t: got[t][:real] for t in names}
+
+        yield from _rebatch(chunks(), rows or self.batch)
+
+    def _advance(self, pending: set[str], kept: dict[str, list[np.ndarray]], done: set[int]) -> None:
+        frontier = {t: v for t, v in self.frontier.items() if t in pending}
+        frontier.update(kept)
+        self.frontier, self.done = frontier, done
+        if sum(a.nbytes for v in frontier.values() for a in v) > self.max_bytes:
             self.restart()
-        return result
+
+
+def _rebatch(parts: Iterable[dict[str, np.ndarray]], rows: int) -> Iterator[dict[str, np.ndarray]]:
+    """Row-wise dicts of arrays regrouped into `rows` rows each (the last may have fewer)."""
+    pending: list[dict[str, np.ndarray]] = []
+    have = 0
+    for part in parts:
+        pending.append(part)
+        have += len(next(iter(part.values())))
+        while have >= rows:
+            joined = {k: np.concatenate([p[k] for p in pending]) for k in part}
+            yield {k: v[:rows] for k, v in joined.items()}
+            pending, have = [{k: v[rows:] for k, v in joined.items()}], have - rows
+            if not have:
+                pending = []
+    if have:
+        yield {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
 
 
 def wave_of(model: onnx.ModelProto, items: list[tuple[str, str]]) -> dict[str, int]:
