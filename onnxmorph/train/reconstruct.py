@@ -247,13 +247,12 @@ def reconstruct(masked: onnx.ModelProto, original: onnx.ModelProto, inputs: dict
     work = onnx.ModelProto()
     work.CopyFrom(masked)
     inits = {t.name: t for t in work.graph.initializer}
-    n = next(iter(inputs.values())).shape[0]
-    batches = [slice(start, start + batch) for start in range(0, n, batch)]
-    hold = {len(batches) - 1} if len(batches) > 1 else set()
+    n_batches = -(-next(iter(inputs.values())).shape[0] // batch)
+    hold = n_batches - 1 if n_batches > 1 else None  # the last batch: held out to judge each refit
 
     # Which layers see a changed input, and the waves in which they can be refit together: a layer
     # waits for every refit layer upstream of it.
-    first = {k: v[batches[0]] for k, v in inputs.items()}
+    first = {k: v[:batch] for k, v in inputs.items()}
     got_m = runner(work, [l.x for l in layers], fixed_batch)(first)
     got_o = runner(original, [l.x_orig for l in layers], fixed_batch)(first)
     affected = [l for l in layers if refit and not np.array_equal(got_m[l.x], got_o[l.x_orig])]
@@ -263,25 +262,24 @@ def reconstruct(masked: onnx.ModelProto, original: onnx.ModelProto, inputs: dict
     waves = max(wave.values(), default=-1) + 1
     for k in range(waves):
         if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
-            # each wave runs both models over the calibration rows: deep models on a small machine
-            # would take tens of minutes; the refits so far stand
+            # the waves run both models over the calibration rows and solve a system per layer: deep
+            # models on a small machine could take tens of minutes; the refits so far stand
             results.append({"layer": "time budget", "stopped_at_wave": k, "waves": waves})
             break
         todo = [l for l in affected if wave[l.node] == k]
         say(f"reconstructing layers (wave {k + 1}/{waves})")
-        accs = {}
+        accs, shapes = {}, {l.node: tuple(inits[l.weight].dims) for l in todo}
         # a batch at a time: refits change only what later waves read
         pairs = zip(forward_m.run(work, [l.x for l in todo], batch), forward_o.run(original, [l.y for l in todo], batch))
         for bi, (xm, yo) in enumerate(pairs):
             for layer in todo:
-                w = numpy_helper.to_array(inits[layer.weight])
                 # positions sampled: a large map has thousands per image
-                a, y = design(xm[layer.x], yo[layer.y], layer, w.shape, rng, ROWS_PER_BATCH)
+                a, y = design(xm[layer.x], yo[layer.y], layer, shapes[layer.node], rng, ROWS_PER_BATCH)
                 if a.shape[2] > MAX_FEATURES:
                     continue
                 fit_bias = layer.bias is not None or layer.bn_mean is not None
                 acc = accs.setdefault(layer.node, _Accumulator(a.shape[1], a.shape[2], y.shape[2], fit_bias))
-                acc.add(a, y, bi in hold)
+                acc.add(a, y, bi == hold)
         for layer in todo:
             acc = accs.get(layer.node)
             if acc is None:
