@@ -184,3 +184,40 @@ def test_recovery_backs_off_further_when_the_probe_found_no_rate(setup, probe_fa
         assert trainer.validation_loss() == pytest.approx(start, abs=1e-6)
     finally:
         trainer.close()
+
+
+def test_held_out_rows_split_the_data():
+    from onnxmorph.train.loop import VAL_ROWS, held_out_rows
+
+    for n, held in [(10, 0), (60, 6), (461, 46), (5000, VAL_ROWS)]:
+        val, train = held_out_rows(n, seed=3)
+        assert len(val) == held and len(set(val) & set(train)) == 0
+        assert sorted(np.concatenate([val, train]).tolist()) == list(range(n))
+    a, b = held_out_rows(461, 0)[0], held_out_rows(461, 1)[0]
+    assert set(a) != set(b)  # the seed draws them
+
+
+def test_refit_never_sees_recoverys_held_out_rows(monkeypatch):
+    """The least-squares refit fits the rows it is given; recovery's probe and guard must judge on others.
+    When both drew the same rows, the refit's own rows looked near perfect (ppocr-cls: KL 0.01 there, 0.21
+    elsewhere) and the probe turned down every learning rate."""
+    import onnxmorph.api as api
+
+    seen = {}
+    real_refit, real_recover = api.reconstruct_cut, api.recover
+
+    def refit(analysis, keep, inputs, **kw):
+        seen["refit"] = inputs["input"]
+        return real_refit(analysis, keep, inputs, **kw)
+
+    def recover(analysis, keep, *, data, val_rows=None, **kw):
+        seen["held_out"] = data["input"][val_rows]
+        return real_recover(analysis, keep, data=data, val_rows=val_rows, **kw)
+
+    monkeypatch.setattr(api, "reconstruct_cut", refit)
+    monkeypatch.setattr(api, "recover", recover)
+    x = np.random.default_rng(0).standard_normal((200, 3, 12, 12)).astype(np.float32)
+    onnxmorph.prune(residual(batch="N"), data={"input": x}, method="magnitude", target="flops=0.5", steps=4)
+    held, fitted = seen["held_out"].reshape(len(seen["held_out"]), -1), seen["refit"].reshape(len(seen["refit"]), -1)
+    assert len(held) > 0 and len(fitted) > 0
+    assert not (held[:, None, :] == fitted[None, :, :]).all(axis=2).any()
