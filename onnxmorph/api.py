@@ -347,7 +347,8 @@ def fine_tune_cut(run: _Run, analysis, keep, arrays, teacher, fit, plan: Plan, o
             raise UsageError("--recover-steps needs --data (distillation fine-tuning of the pruned model)")
         with run.stage("recover"):
             rec = recover(analysis, keep, data=arrays, steps=steps, seed=opts.seed, progress=run.progress,
-                          labels=opts.labels, teacher=teacher, val_rows=val_rows, **{**opts.knobs.as_kwargs(), **opts.train.as_kwargs()})
+                          labels=opts.labels, teacher=teacher, val_rows=val_rows,
+                          **{**opts.knobs.as_kwargs(), **opts.train.as_kwargs()})
         analysis = replace(analysis, loaded=replace(analysis.loaded,
                                                     model=apply_params(analysis.loaded.model, rec.params)))
         fit.curve += rec.curve
