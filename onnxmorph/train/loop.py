@@ -36,8 +36,8 @@ PLATEAU_CUTS = 4  # after a probe that found no rate: times recovery may go back
 def held_out_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(held-out rows, training rows) of `n`: a tenth, at most VAL_ROWS, kept out of gradient steps and
     of the least-squares refit, so the learning-rate probe and the guard judge on rows nothing was fit to
-    (none below 20 rows). Every row is evaluated, in wrapped batches when fewer than one batch."""
-    order = np.random.default_rng([seed, 20]).permutation(n)
+    (none below 20 rows)."""
+    order = np.random.default_rng([seed, 20]).permutation(n)  # a stream apart from default_rng(seed)'s
     held = min(VAL_ROWS, n // 10) if n >= 20 else 0
     return order[:held], (order[held:] if held else order)
 
