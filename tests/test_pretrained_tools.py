@@ -82,3 +82,9 @@ def test_map_iou_and_top1_agreement():
     ref = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
     out = np.array([[0.2, 0.8], [0.1, 0.9], [0.3, 0.7], [0.9, 0.1]])
     assert bench.top1_agreement(ref, out) == 0.75
+
+
+def test_standard_error_of_the_mean():
+    assert bench.standard_error([1.0, 0.0, 1.0, 0.0]) == pytest.approx(np.sqrt(1 / 3) / 2)
+    assert bench.standard_error(np.ones(10)) == 0.0
+    assert np.isnan(bench.standard_error([0.5]))

@@ -24,6 +24,7 @@ REG_WEIGHTS = "onnxmorph_reg_weights"
 REG_STRENGTH = "onnxmorph_reg_strength"
 LABELS = "onnxmorph_labels_onehot"
 UNIT_MASK = "onnxmorph_unit_mask"  # per-unit 0/1 multiplier of every gate (recovery fine-tuning)
+TOP1_PREFIX = "onnxmorph_top1__"  # per class output: 1.0 where student and teacher agree on the top class
 
 
 @dataclass
@@ -93,7 +94,13 @@ def _sum_all(b: NodeBuilder, x):
     return b.op("ReduceSum", [x], {"keepdims": 0})
 
 
-def _task_loss(b: NodeBuilder, graph: gs.Graph, spec: LossSpec, targets: dict[str, str]):
+def _top1_hits(b: NodeBuilder, out, target, axis: int):
+    """1.0 where the student's top class is the teacher's, per sample and position (no gradient)."""
+    top = [b.op("ArgMax", [t], {"axis": axis, "keepdims": 0}, dtype=np.int64) for t in (out, target)]
+    return b.op("Cast", [b.op("Equal", top, dtype=np.bool_)], {"to": onnx.TensorProto.FLOAT})
+
+
+def _task_loss(b: NodeBuilder, graph: gs.Graph, spec: LossSpec, targets: dict[str, str], hits: dict):
     terms = []
     for out in list(graph.outputs):
         kind = spec.kinds.get(out.name, "mse")
@@ -115,6 +122,8 @@ def _task_loss(b: NodeBuilder, graph: gs.Graph, spec: LossSpec, targets: dict[st
                 weight = 1.0 / (int(np.prod(shape)) // shape[spec.class_axes.get(out.name, -1)])
             kl = _sum_all(b, b.op("Mul", [target, b.op("Sub", [logp, logq])]))
             terms.append(b.op("Mul", [kl, b.const(weight)]))
+            axis = (1 if kind == "kl" else spec.class_axes.get(out.name, -1)) % len(shape)
+            hits[out.name] = (_top1_hits(b, out, target, axis), shape[:axis] + shape[axis + 1:])
         else:
             # divided by the teacher's spread (per channel where given), so outputs and channels of
             # any scale weigh alike
@@ -153,7 +162,8 @@ def build_training_graph(analysis, method, spec: LossSpec, engine: str = "onnxmo
     trainable += list(inst.params)
     rewritten = lower_for_training(graph, ort_training=engine == "ort-training")
     targets: dict[str, str] = {}
-    task = _task_loss(b, graph, spec, targets)
+    hits: dict = {}
+    task = _task_loss(b, graph, spec, targets, hits)
     weights = b.input(REG_WEIGHTS, [analysis.num_units])
     strength = b.input(REG_STRENGTH, [])
     reg = _sum_all(b, b.op("Mul", [inst.reg_vector, weights]))
@@ -163,7 +173,8 @@ def build_training_graph(analysis, method, spec: LossSpec, engine: str = "onnxmo
     vec_out = b.op("Identity", [inst.reg_vector], name="onnxmorph_reg_vector")
     outputs = [(loss, []), (task_out, []), (reg_out, []), (vec_out, [analysis.num_units])] + [
         (b.op("Identity", [t], name=f"onnxmorph_extra__{k}"), inst.extra_shapes.get(k))
-        for k, t in inst.extra_outputs.items()]
+        for k, t in inst.extra_outputs.items()] + [
+        (b.op("Identity", [t], name=f"{TOP1_PREFIX}{k}"), shape) for k, (t, shape) in hits.items()]
     for t, shape in outputs:  # graph outputs need declared shapes for the artifact generator
         t.dtype, t.shape = np.float32, shape
     graph.outputs = [t for t, _ in outputs]
