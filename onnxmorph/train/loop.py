@@ -319,6 +319,10 @@ class Trainer:
             self.session.load_params(best[1])
             where = "the start" if best[2] < start_step else f"step {best[2] + 1}"
             self.notes.append(f"{label}: rolled back to {where}, whose held-out loss {best[0]:.4g} was the lowest")
+        if best is not None and start[3] is not None:
+            end = start if fewer_hits(best[3], start[3]) else best
+            self.notes.append(f"{label}: held-out top-1 agreement with the original {start[3].mean():.4f} at the "
+                              f"start, {end[3].mean():.4f} at the end")
         return curve
 
     def _step(self, weights, strength: float, mask, unit_mask) -> tuple[float, dict]:

@@ -86,6 +86,7 @@ def test_recovery_goes_back_to_its_start_when_the_top_class_drifts(monkeypatch, 
     moved = max(float(np.abs(end[k] - start[k]).max()) for k in start)
     checked = [c["held_out_top1"] for c in curve if "held_out_top1" in c]
     assert len(checked) == 4 and checked[-1] == (0.9 if drop else 1.0)
+    assert any("agreement with the original 1.0000 at the start, 1.0000 at the end" in n for n in trainer.notes)
     if drop:
         assert moved == 0.0
         assert any("rolled back to the start" in n and "top-1 agreement 0.9000" in n for n in trainer.notes)
