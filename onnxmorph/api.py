@@ -31,7 +31,7 @@ from .options import DEFAULT_STEPS, PruneOptions
 from .outputs import write_all
 from .report.build import build_report, count_params
 from .train.engine import apply_params
-from .train.loop import held_out_rows, recover
+from .train.loop import held_out_rows, mixes_inputs, recover
 from .train.reconstruct import reconstruct_cut
 from .train.requantize import reconstruct_quantized
 from .verify import compare, is_quantized, sample_inputs
@@ -348,6 +348,7 @@ def fine_tune_cut(run: _Run, analysis, keep, arrays, teacher, fit, plan: Plan, o
         with run.stage("recover"):
             rec = recover(analysis, keep, data=arrays, steps=steps, seed=opts.seed, progress=run.progress,
                           labels=opts.labels, teacher=teacher, val_rows=val_rows,
+                          mix_inputs=mixes_inputs(plan.fraction),
                           **{**opts.knobs.as_kwargs(), **opts.train.as_kwargs()})
         analysis = replace(analysis, loaded=replace(analysis.loaded,
                                                     model=apply_params(analysis.loaded.model, rec.params)))

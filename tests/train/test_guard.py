@@ -132,3 +132,13 @@ def test_recovery_distils_on_blends_the_teacher_labels():
         assert trainer.mixer is None
     finally:
         trainer.close()
+
+
+@pytest.mark.parametrize("target, mixed", [("flops=0.5", True), ("flops=0.25", False)])
+def test_only_gentle_cuts_recover_on_blends(target, mixed):
+    """Blends keep a gentle cut from memorizing the rows; a deep cut has to relearn from the real ones."""
+    import onnxmorph
+
+    x = np.random.default_rng(0).standard_normal((200, 3, 12, 12)).astype(np.float32)
+    res = onnxmorph.prune(zoo.residual(batch="N"), data={"input": x}, method="magnitude", target=target, steps=4)
+    assert any("mixed inputs" in n for n in res.report["notes"]) == mixed
