@@ -55,7 +55,7 @@ def fewer_hits(hits: np.ndarray | None, ref: np.ndarray | None) -> bool:
 
 # label-free recovery distils on blended inputs from this target fraction up. A gentle cut starts near
 # the teacher and has little to learn but a few hundred rows to memorize (ppocr-cls at 0.7: 4.8 % of new
-# inputs flipped without blends, 2.4 % with); a deep cut has to relearn features from the real rows,
+# inputs flipped without blends, 2.2 % with); a deep cut has to relearn features from the real rows,
 # and blends cost it (demo, label-free, seeds 0-2: at 1/16 magnitude 87.6 -> 81.5, fisher 83.8 -> 76.0;
 # at 1/2 within 0.2 points)
 MIX_FROM = 0.5
@@ -203,7 +203,7 @@ class Trainer:
         Distilling on the calibration rows alone memorizes them: on ppocr-cls at 0.7 of the MACs, 461
         rows, recovery reached a held-out loss of 0.019 yet flipped the top class of 4.8 % of 1 024
         new inputs. Blends are new inputs each step, and the teacher says what they should give
-        (mixup as function matching, Beyer et al. 2022): 2.4 %."""
+        (mixup as function matching, Beyer et al. 2022): 2.2 %."""
         other = self.rng.choice(self.train_rows, len(idx))
         lam = self.rng.random(len(idx)).astype(np.float32)
         feeds = {}
