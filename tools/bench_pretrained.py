@@ -492,13 +492,13 @@ def agreement(key: str, ref: list[np.ndarray], out: list[np.ndarray]) -> dict:
     spec = MODELS[key]
     task = spec["task"]
     if task == "ctc":
-        vals = [char_agreement(ctc_greedy_decode(a), ctc_greedy_decode(b)) for a, b in zip(ref[0], out[0])]
+        vals = per_input(key, ref, out)
         return {"metric": "char agreement", "value": float(np.mean(vals)), "se": standard_error(vals)}
     if task == "cls":
-        hits = np.asarray(ref[0]).argmax(-1) == np.asarray(out[0]).argmax(-1)
-        return {"metric": "top-1 agreement", "value": top1_agreement(ref[0], out[0]), "se": standard_error(hits)}
+        return {"metric": "top-1 agreement", "value": top1_agreement(ref[0], out[0]),
+                "se": standard_error(per_input(key, ref, out))}
     if task == "det":
-        f1 = [box_f1(components_boxes(a[0]), components_boxes(b[0])) for a, b in zip(ref[0], out[0])]
+        f1 = per_input(key, ref, out)
         return {"metric": "box F1", "value": float(np.mean(f1)), "se": standard_error(f1),
                 "map_iou": map_iou(ref[0], out[0], DB_THRESH),
                 "positive_fraction": [float(np.mean(ref[0] > DB_THRESH)), float(np.mean(out[0] > DB_THRESH))]}
@@ -542,6 +542,42 @@ def noise_floor(key: str, cache: Path, work: Path, n_eval: int, levels=(0.001, 0
             res = agreement(key, ref, run_model(path, x, spec["input"]))
             out[eps] = round(res["value"], 4)
     return {"metric": res["metric"], "value by noise level": out}
+
+
+def rescore(key: str, runs: list[str], cache: Path, work: Path, n_eval: int) -> dict:
+    """The metric (± its standard error) of pruned models already on disk, on `n_eval` held-out inputs,
+    with each one's difference from the first run paired input by input where the metric is per input."""
+    spec = MODELS[key]
+    _, ev = build_data(key, work, 0, n_eval)
+    x = np.load(ev)[spec["input"]]
+    ref = run_model(cache / spec["file"], x, spec["input"])
+    out, first = {"model": key, "eval": n_eval}, None
+    for run in runs:
+        path = work / key / run / "pruned.onnx"
+        if not path.exists():
+            out[run] = "missing"
+            continue
+        got = run_model(path, x, spec["input"])
+        res = agreement(key, ref, got)
+        per = per_input(key, ref, got)
+        if per is not None and first is not None:
+            d = per - first
+            res["paired_difference"] = [round(float(d.mean()), 4), round(standard_error(d), 4)]
+        first = per if first is None else first
+        out[run] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.items()}
+    return out
+
+
+def per_input(key: str, ref: list[np.ndarray], out: list[np.ndarray]) -> np.ndarray | None:
+    """The metric of every held-out input (None for a metric pooled over them)."""
+    task = MODELS[key]["task"]
+    if task == "ctc":
+        return np.array([char_agreement(ctc_greedy_decode(a), ctc_greedy_decode(b)) for a, b in zip(ref[0], out[0])])
+    if task == "cls":
+        return (np.asarray(ref[0]).argmax(-1) == np.asarray(out[0]).argmax(-1)).astype(np.float64)
+    if task == "det":
+        return np.array([box_f1(components_boxes(a[0]), components_boxes(b[0])) for a, b in zip(ref[0], out[0])])
+    return None
 
 
 def sanity(key: str, cache: Path, work: Path, n_eval: int) -> dict:
@@ -734,6 +770,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sanity", action="store_true", help="only check the originals against ground truth")
     ap.add_argument("--noise-floor", action="store_true",
                     help="only measure the metric of each original under 0.1-3 %% multiplicative weight noise")
+    ap.add_argument("--rescore", nargs="+", metavar="RUN",
+                    help="only score pruned models already on disk, WORK/<model>/RUN/pruned.onnx (RUN as "
+                         "'s10/magnitude+recover300_f0.7'), on --eval held-out inputs")
     ap.add_argument("--tag", default="", help="label stored with every row (e.g. before / after)")
     ap.add_argument("--json", type=Path, help="results file, rewritten after every row")
     ap.add_argument("--table", type=Path, help="print the table of an existing results file and exit")
@@ -757,6 +796,10 @@ def main(argv=None) -> int:
     if args.noise_floor:
         for key in args.models:
             print(key, json.dumps(noise_floor(key, args.cache, args.work, args.eval)), flush=True)
+        return 0
+    if args.rescore:
+        for key in args.models:
+            print(json.dumps(rescore(key, args.rescore, args.cache, args.work, args.eval)), flush=True)
         return 0
     if args.sanity:
         for key in args.models:
