@@ -56,7 +56,7 @@ def fewer_hits(hits: np.ndarray | None, ref: np.ndarray | None) -> bool:
 # label-free recovery distils on blended inputs from this target fraction up. A gentle cut starts near
 # the teacher and has little to learn but a few hundred rows to memorize (ppocr-cls at 0.7: 4.8 % of new
 # inputs flipped without blends, 2.2 % with); a deep cut has to relearn features from the real rows,
-# and blends cost it (demo, label-free, seeds 0-2: at 1/16 magnitude 87.6 -> 81.5, fisher 83.8 -> 76.0;
+# and blends cost it (demo, label-free, seeds 0-2: at 1/16 magnitude 87.7 -> 81.5, fisher 83.8 -> 76.0;
 # at 1/2 within 0.2 points)
 MIX_FROM = 0.5
 
