@@ -487,19 +487,19 @@ def character_list(model_path: Path) -> list[str]:
     return ["blank"] + meta.get("character", "").splitlines() + [" "]
 
 
-def agreement(key: str, ref: list[np.ndarray], out: list[np.ndarray]) -> dict:
-    """The task metric of `out` against the original's `ref` outputs on the same held-out inputs."""
+def agreement(key: str, ref: list[np.ndarray], out: list[np.ndarray], per: np.ndarray | None = None) -> dict:
+    """The task metric of `out` against the original's `ref` outputs on the same held-out inputs;
+    `per`: `per_input`'s scores when the caller has them already."""
     spec = MODELS[key]
     task = spec["task"]
+    if per is None:
+        per = per_input(key, ref, out)
     if task == "ctc":
-        vals = per_input(key, ref, out)
-        return {"metric": "char agreement", "value": float(np.mean(vals)), "se": standard_error(vals)}
+        return {"metric": "char agreement", "value": float(np.mean(per)), "se": standard_error(per)}
     if task == "cls":
-        return {"metric": "top-1 agreement", "value": top1_agreement(ref[0], out[0]),
-                "se": standard_error(per_input(key, ref, out))}
+        return {"metric": "top-1 agreement", "value": top1_agreement(ref[0], out[0]), "se": standard_error(per)}
     if task == "det":
-        f1 = per_input(key, ref, out)
-        return {"metric": "box F1", "value": float(np.mean(f1)), "se": standard_error(f1),
+        return {"metric": "box F1", "value": float(np.mean(per)), "se": standard_error(per),
                 "map_iou": map_iou(ref[0], out[0], DB_THRESH),
                 "positive_fraction": [float(np.mean(ref[0] > DB_THRESH)), float(np.mean(out[0] > DB_THRESH))]}
     if task == "map":
@@ -558,8 +558,8 @@ def rescore(key: str, runs: list[str], cache: Path, work: Path, n_eval: int) -> 
             out[run] = "missing"
             continue
         got = run_model(path, x, spec["input"])
-        res = agreement(key, ref, got)
         per = per_input(key, ref, got)
+        res = agreement(key, ref, got, per)
         if per is not None and first is not None:
             d = per - first
             res["paired_difference"] = [round(float(d.mean()), 4), round(standard_error(d), 4)]

@@ -83,8 +83,7 @@ def _softmax(x: np.ndarray, t: float) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _teacher_outputs(model_proto, inputs: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
-    session = make_session(model_proto)
+def _teacher_outputs(session, inputs: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
     names = [o.name for o in session.get_outputs()]
     n = next(iter(inputs.values())).shape[0]
     chunks: dict[str, list] = {k: [] for k in names}
@@ -137,7 +136,8 @@ class Trainer:
         self.say("computing teacher outputs")
         # the untouched model: `analysis` may carry trained or reconstructed weights (recovery)
         teacher_model = batched_teacher if batched_teacher is not None else (teacher or analysis.loaded.model)
-        teacher = _teacher_outputs(teacher_model, self.inputs, self.micro)
+        teacher_session = make_session(teacher_model)
+        teacher = _teacher_outputs(teacher_session, self.inputs, self.micro)
         spec = loss_spec(teacher, temperature)
         kinds = spec.kinds
         logits = [k for k, v in kinds.items() if v in ("kl", "probs")]
@@ -169,7 +169,7 @@ class Trainer:
         self.mixer = None
         if mix_inputs and self.labels is None and all(np.issubdtype(v.dtype, np.floating)
                                                       for v in self.inputs.values()):
-            self.mixer = make_session(teacher_model)
+            self.mixer = teacher_session
             self.notes.append("distilled on mixed inputs: each training row is blended with another "
                               "(weight ~ U(0, 1)) and the original model run on the blend")
         self.say("building the training graph")
@@ -211,7 +211,7 @@ class Trainer:
             w = lam.reshape((-1,) + (1,) * (arr.ndim - 1))
             feeds[name] = (w * arr[idx] + (1 - w) * arr[other]).astype(arr.dtype)
         names = [o.name for o in self.mixer.get_outputs()]
-        return feeds, self._targets(dict(zip(names, self.mixer.run(names, feeds))))
+        return feeds, self._targets(dict(zip(names, self.mixer.run(None, feeds))))
 
     def _batch(self, idx: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Feeds for rows `idx`, or for the next training batch (mixed, with `mix_inputs`)."""
@@ -320,7 +320,8 @@ class Trainer:
         if cuts:
             self.notes.append(f"{label}: the held-out loss was not below its start ({start[0]:.4g}) at {cuts} "
                               f"check(s); each went back to the start at a third of the rate, down to {self.base_lr:.3g}")
-        if best is not None and best[2] >= start_step and fewer_hits(best[3], start[3]):
+        drifted = best is not None and best[2] >= start_step and fewer_hits(best[3], start[3])
+        if drifted:
             # a lower loss is not a better model where it moves the top class: the KL of a CTC recognizer
             # can fall while its greedy decode drifts (ppocr-rec at 0.7 of the MACs)
             self.session.load_params(start[1])
@@ -332,7 +333,7 @@ class Trainer:
             where = "the start" if best[2] < start_step else f"step {best[2] + 1}"
             self.notes.append(f"{label}: rolled back to {where}, whose held-out loss {best[0]:.4g} was the lowest")
         if best is not None and start[3] is not None:
-            end = start if fewer_hits(best[3], start[3]) else best
+            end = start if drifted else best
             self.notes.append(f"{label}: held-out top-1 agreement with the original {start[3].mean():.4f} at the "
                               f"start, {end[3].mean():.4f} at the end")
         return curve
