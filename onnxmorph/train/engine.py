@@ -50,6 +50,11 @@ class TrainingSession:
         """Drop accumulated gradients (after a rollback)."""
         raise NotImplementedError
 
+    def reset_optimizer(self) -> None:
+        """Start the optimizer afresh (no moments, step count 0) from the current parameters: after a
+        rollback or a probe's try, moments from the abandoned path would steer the next steps."""
+        raise NotImplementedError
+
     def save(self, path: str | os.PathLike) -> None:
         raise NotImplementedError
 

@@ -45,12 +45,16 @@ def held_out_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def fewer_hits(hits: np.ndarray | None, ref: np.ndarray | None) -> bool:
     """Whether `hits` (1/0 per held-out row and position) agree with the teacher on fewer positions than
-    `ref` by more than chance: the positions that flipped from right to wrong outnumber those that flipped
-    back by over two standard deviations of their difference (a paired sign test)."""
+    `ref`: more positions flipped from right to wrong than back.
+
+    No margin for chance: recovery after a gentle cut starts near the teacher, where a lower distillation
+    loss can still cost top-1 agreement, and ppocr-rec at 0.7 of the MACs lost a point on 512 new lines
+    each time its held-out loss fell (0.9668 after the refit, 0.956-0.960 after recovery) while the
+    held-out positions lost were within two sd of those won (0.9647 -> 0.9576 and 0.9603 of 2 040). When
+    the evidence is even, the start, the model the refit made, is the safer one to keep."""
     if hits is None or ref is None:
         return False
-    lost, won = int((ref & ~hits).sum()), int((hits & ~ref).sum())
-    return lost - won > 2.0 * math.sqrt(lost + won)
+    return int(hits.sum()) < int(ref.sum())
 
 
 # label-free recovery distils on blended inputs from this target fraction up. A gentle cut starts near
@@ -247,7 +251,7 @@ class Trainer:
         `guard_every`: every so many steps, the held-out loss is measured; the weights end at the best
         state seen (the start included), and training stops early once it is far past that best. The
         best state is the lowest loss, unless its top-1 agreement with the teacher (class outputs) is
-        below the start's by more than chance: then the start."""
+        below the start's on the held-out rows: then the start."""
         u = self.analysis.num_units
         mask = np.ones(u, np.float32) if unit_mask is None else unit_mask.astype(np.float32)
         keep = np.ones(u, dtype=bool) if unit_mask is None else unit_mask.astype(bool)
@@ -271,7 +275,7 @@ class Trainer:
                     raise TrainingDiverged(f"training diverged: the loss is {loss} at step {step} after 5 "
                                            f"rollbacks; try a smaller --lr (now {self.base_lr:g})")
                 self.session.load_params(good)
-                self.session.reset_grad()
+                self.session.reset_optimizer()  # moments of a NaN step are NaN: every later step would be too
                 self.base_lr *= 0.5
                 self.notes.append(f"step {step}: the loss was {loss}; rolled back and halved the lr "
                                   f"to {self.base_lr:g}")
@@ -307,6 +311,7 @@ class Trainer:
                     # below its start: keep backing off (ppocr-rec after the refit of a 0.7 cut sits
                     # near the optimum, where Adam's fixed-size steps only drift)
                     self.session.load_params(best[1])
+                    self.session.reset_optimizer()
                     self.base_lr /= 3.0
                     cuts += 1
                 else:
@@ -327,7 +332,7 @@ class Trainer:
             self.session.load_params(start[1])
             self.notes.append(f"{label}: rolled back to the start: at step {best[2] + 1}, the lowest held-out loss "
                               f"({best[0]:.4g}), the held-out top-1 agreement {best[3].mean():.4f} was below the "
-                              f"start's {start[3].mean():.4f} by more than its noise")
+                              f"start's {start[3].mean():.4f}")
         elif best is not None and best[2] != step:
             self.session.load_params(best[1])
             where = "the start" if best[2] < start_step else f"step {best[2] + 1}"
@@ -400,6 +405,7 @@ class Trainer:
                     break
             val = self.validation_loss(unit_mask) if math.isfinite(loss) else math.inf
             self.session.load_params(start)
+            self.session.reset_optimizer()  # each rate, and the run after the probe, starts afresh
             tried.append((lr, val))
             self.say("choosing the learning rate", lr=lr, loss=val)
             if val < rise * before:
@@ -442,6 +448,7 @@ class Trainer:
                 self.last = _short(outs)
             val = self.validation_loss() if math.isfinite(loss) else math.inf
             self.session.load_params(start)
+            self.session.reset_optimizer()  # each rate, and the run after the probe, starts afresh
             self.method.set_lr(start_lr)
             self.last = {}
             tried.append((lr, val))

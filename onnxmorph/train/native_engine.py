@@ -244,6 +244,12 @@ class NativeSession(TrainingSession):
     def reset_grad(self):
         self.pending = False
 
+    def reset_optimizer(self):
+        for key, v in self.state.items():
+            self.state[key] = self._ov(np.zeros(v.shape(), np.float32))
+        self.step_count = 0
+        self.pending = False
+
     def save(self, path):
         arrays = {f"param/{n}": self.param(n) for n in self.names}
         arrays.update({f"state/{s}/{n}": v.numpy() for (s, n), v in self.state.items()})

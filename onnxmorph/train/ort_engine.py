@@ -22,7 +22,7 @@ class OrtTrainingSession(TrainingSession):
     """Wraps onnxruntime.training.api for one training graph."""
 
     def __init__(self, tg: TrainingGraph, *, optimizer: str = "adamw", workdir: str | None = None):
-        artifacts, api, onnxblock = training_modules()
+        artifacts, _, _ = training_modules()
         self.tg = tg
         self._tmp = tempfile.TemporaryDirectory(prefix="onnxmorph-train-") if workdir is None else None
         self.dir = Path(workdir or self._tmp.name)
@@ -42,12 +42,17 @@ class OrtTrainingSession(TrainingSession):
             raise OnnxMorphError(f"cannot build the training graph: {_first_line(exc)}") from None
         finally:
             os.chdir(cwd)
+        self._open()
+        self.input_names = list(self.module.input_names())
+        self.output_names = list(self.module.output_names())
+
+    def _open(self) -> None:
+        """Checkpoint state, module and optimizer from the artifacts (the initial parameters, no moments)."""
+        _, api, _ = training_modules()
         self.state = api.CheckpointState.load_checkpoint(str(self.dir / "checkpoint"))
         self.module = api.Module(str(self.dir / "training_model.onnx"), self.state,
                                  str(self.dir / "eval_model.onnx"))
         self.optimizer = api.Optimizer(str(self.dir / "optimizer_model.onnx"), self.module)
-        self.input_names = list(self.module.input_names())
-        self.output_names = list(self.module.output_names())
 
     def _args(self, feeds: dict[str, np.ndarray]):
         missing = [n for n in self.input_names if n not in feeds]
@@ -88,6 +93,14 @@ class OrtTrainingSession(TrainingSession):
 
     def reset_grad(self) -> None:
         self.module.lazy_reset_grad()
+
+    def reset_optimizer(self) -> None:
+        # the moments live in the checkpoint state, so a new Optimizer alone would keep them: rebuild the
+        # state from the artifacts' checkpoint and put the current parameters into it
+        params, lr = self.params(), self.optimizer.get_learning_rate()
+        self._open()
+        self.load_params(params)
+        self.optimizer.set_learning_rate(lr)
 
     def save(self, path: str | os.PathLike) -> None:
         _, api, _ = training_modules()

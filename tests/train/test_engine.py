@@ -112,6 +112,35 @@ def test_checkpoint_resume_continues_the_same_trajectory(graph, tmp_path):
         np.testing.assert_array_equal(a.param(k), b.param(k))  # parameters and Adam state restored
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_reset_optimizer_steps_like_a_new_session(graph, optimizer):
+    """After steps, a rollback and `reset_optimizer`, the next step equals a new session's first step
+    from the same weights: no moments of the abandoned path remain."""
+    tg, feeds = graph
+    a, b = open_session(tg, optimizer=optimizer), open_session(tg, optimizer=optimizer)
+    start = a.params()
+    for _ in range(3):
+        a.set_lr(3e-3)
+        a.train_step(feeds)
+    a.load_params(start)
+    a.reset_optimizer()
+    for s in (a, b):
+        s.set_lr(1e-3)
+        s.train_step(feeds)
+    for k in tg.trainable:
+        np.testing.assert_allclose(a.param(k), b.param(k), rtol=1e-6, atol=1e-7)
+    c = open_session(tg, optimizer=optimizer)
+    for _ in range(3):
+        c.set_lr(3e-3)
+        c.train_step(feeds)
+    c.load_params(start)
+    c.set_lr(1e-3)
+    c.train_step(feeds)
+    assert max(float(np.abs(c.param(k) - b.param(k)).max()) for k in tg.trainable) > 1e-5  # without the reset
+    for s in (a, b, c):
+        s.close()
+
+
 def test_training_graph_with_ops_ort_training_could_not_differentiate():
     """HardSwish, HardSigmoid (no ORT-training gradient) are differentiated as they are: a few steps
     lower the distillation loss on a fixed batch."""
