@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from onnxmorph.analysis import analyze
-from onnxmorph.graph import load_model
+from onnxmorph.graph import load_model, parse_input_shapes
 from onnxmorph.train.instrument import FixedMask
 from onnxmorph.train.loop import Trainer
 
@@ -26,16 +26,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
     ap.add_argument("data", help=".npz of inputs named after the model's inputs")
-    ap.add_argument("--input-shape", help="NAME=1x3x48x192 for symbolic dims")
+    ap.add_argument("--input-shape", action="append", help="NAME=1x3x48x192 for symbolic dims (repeatable)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args(argv)
-    shapes = None
-    if args.input_shape:
-        name, dims = args.input_shape.split("=")
-        shapes = {name: tuple(int(d) for d in dims.split("x"))}
-    analysis = analyze(load_model(args.model, input_shapes=shapes))
+    analysis = analyze(load_model(args.model, input_shapes=parse_input_shapes(args.input_shape) or None))
     data = dict(np.load(args.data))
     u = analysis.num_units
     trainers = {mix: Trainer(FixedMask(), analysis, data=data, batch_size=args.batch_size, lr=1e-4, seed=0,

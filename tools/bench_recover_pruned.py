@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_pretrained as bp  # noqa: E402
 
 from onnxmorph.analysis import analyze  # noqa: E402
-from onnxmorph.graph import load_model  # noqa: E402
+from onnxmorph.graph import load_model, parse_input_shapes  # noqa: E402
 from onnxmorph.train.engine import apply_params  # noqa: E402
 from onnxmorph.train.instrument import FixedMask  # noqa: E402
 from onnxmorph.train.loop import Trainer, held_out_rows  # noqa: E402
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     spec = bp.MODELS[args.model]
     calib, ev = bp.build_data(args.model, args.work, args.calib, args.eval)
     name = spec["input"]
-    shape = {name: tuple(int(d) for d in spec["shape"].split("x"))}
+    shape = parse_input_shapes([f"{name}={spec['shape']}"])
     original = args.cache / spec["file"]
     loaded = load_model(args.pruned, shape)
     analysis = analyze(loaded)

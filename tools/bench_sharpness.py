@@ -20,7 +20,7 @@ import argparse
 import numpy as np
 
 from onnxmorph.analysis import analyze
-from onnxmorph.graph import load_model
+from onnxmorph.graph import load_model, parse_input_shapes
 from onnxmorph.train.instrument import FixedMask
 from onnxmorph.train.graph import weight_initializers
 from onnxmorph.train.loop import Trainer, weight_scaled_lr
@@ -39,18 +39,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
     ap.add_argument("data", help=".npz of inputs named after the model's inputs")
-    ap.add_argument("--input-shape", help="NAME=1x3x48x320 for symbolic dims")
+    ap.add_argument("--input-shape", action="append", help="NAME=1x3x48x320 for symbolic dims (repeatable)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--rows", type=int, default=200, help="rows of --data used (a tenth held out)")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--optimizer", default="adamw", choices=("adamw", "sgd"))
     ap.add_argument("--lrs", type=float, nargs="*", help="rates (default: the weight-scaled rate, then /3, /9, /27, /81)")
     args = ap.parse_args(argv)
-    shapes = None
-    if args.input_shape:
-        name, dims = args.input_shape.split("=")
-        shapes = {name: tuple(int(d) for d in dims.split("x"))}
-    analysis = analyze(load_model(args.model, input_shapes=shapes))
+    analysis = analyze(load_model(args.model, input_shapes=parse_input_shapes(args.input_shape) or None))
     data = {k: v[:args.rows] for k, v in np.load(args.data).items()}
     units = analysis.num_units
     lrs = args.lrs or [weight_scaled_lr(analysis.loaded.model, weight_initializers(analysis.loaded.graph())) / 3 ** k

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from onnxmorph.train.engine import open_session
-from train_graphs import steps_after_reset_and_fresh, training_graph
+from train_graphs import steps_after_rollback_and_fresh, training_graph
 from zoo import mobile_block, vit_encoder
 
 
@@ -61,6 +61,6 @@ def test_ort_training_reset_optimizer_steps_like_a_new_session():
     """As for the onnxmorph engine: after steps, a rollback and `reset_optimizer`, the next step equals
     a new session's first step from the same weights."""
     tg, feeds = training_graph(mobile_block(batch=4), engine="ort-training")
-    reset, fresh = steps_after_reset_and_fresh(tg, feeds, engine="ort-training")
+    reset, fresh = steps_after_rollback_and_fresh(tg, feeds, engine="ort-training")
     for p in tg.trainable:
         np.testing.assert_allclose(reset[p], fresh[p], rtol=1e-5, atol=1e-6)

@@ -11,7 +11,7 @@ from onnxmorph.errors import OnnxMorphError, UsageError
 from onnxmorph.runtime import make_session
 from onnxmorph.train.engine import open_session
 from onnxmorph.train.optim import OptimizerSpec, state_name, step_model
-from train_graphs import steps_after_reset_and_fresh, training_graph
+from train_graphs import steps_after_rollback_and_fresh, training_graph
 from zoo import mobile_block, residual
 
 
@@ -117,19 +117,11 @@ def test_reset_optimizer_steps_like_a_new_session(graph, optimizer):
     """After steps, a rollback and `reset_optimizer`, the next step equals a new session's first step
     from the same weights: no moments of the abandoned path remain (without the reset they differ)."""
     tg, feeds = graph
-    reset, fresh = steps_after_reset_and_fresh(tg, feeds, optimizer=optimizer)
+    reset, fresh = steps_after_rollback_and_fresh(tg, feeds, optimizer=optimizer)
     for k in tg.trainable:
         np.testing.assert_allclose(reset[k], fresh[k], rtol=1e-6, atol=1e-7)
-    c = open_session(tg, optimizer=optimizer)
-    start = c.params()
-    for _ in range(3):
-        c.set_lr(3e-3)
-        c.train_step(feeds)
-    c.load_params(start)
-    c.set_lr(1e-3)
-    c.train_step(feeds)
-    assert max(float(np.abs(c.param(k) - fresh[k]).max()) for k in tg.trainable) > 1e-5
-    c.close()
+    stale, fresh = steps_after_rollback_and_fresh(tg, feeds, optimizer=optimizer, reset=False)
+    assert max(float(np.abs(stale[k] - fresh[k]).max()) for k in tg.trainable) > 1e-5
 
 
 def test_training_graph_with_ops_ort_training_could_not_differentiate():
