@@ -27,15 +27,19 @@ from ..ops import LINEAR_OPS, conv_pads
 from .waves import Forward, runner, wave_of
 
 MAX_FEATURES = 6144  # one solve of D x D in float64; wider layers are left as they are
-# reconstruct_cut's time budget, a safety net for very deep models: later waves are skipped past it.
-# Wall time depends on the machine's load, so the budget sits far above what a refit needs: at 300 s
-# ppocr-rec on a 2-core machine at load 7 stopped after 20 of its 46 waves (312 s) and its pruned model
-# kept 2 % of its characters; unloaded, the whole refit takes 115-222 s
-RECONSTRUCT_SECONDS = 1200.0
-# calibration rows the refit uses: on ppocr-rec at flops=0.7, one-shot, 128 / 256 / 512 rows kept
-# 0.940 / 0.962 / 0.964 of its characters (ridge 1e-3; 1e-2: 0.958, 1e-4: 0.932); a refit runs both
-# models over them once, 92 s for 256 rows
-SAMPLES = 256
+# calibration rows the refit uses at most: on ppocr-rec at flops=0.7, one-shot, 128 / 256 / 461 rows kept
+# 0.940 / 0.967 / 0.976 of the characters of 512 new lines (ridge 1e-3; 1e-2: 0.958, 1e-4: 0.932)
+SAMPLES = 512
+MIN_SAMPLES = 64  # below this the work budget skips late waves instead of taking fewer rows
+# The refit's budget, in seconds of a 2-core reference machine, estimated from the layers' sizes
+# before it starts: fewer rows where it would not fit. A wall-clock budget made the result depend on
+# the machine's load (ppocr-rec at load 7 stopped after 25 of 46 waves and kept 2 % of its characters).
+WORK_SECONDS = 900.0
+# reference seconds per unit of work, from a profile of ppocr-rec's refit on 256 rows (ONNX Runtime
+# 32 s for 2 x 256 x 0.7 GMACs, gathering 2.5e9 patch values 44 s, normal equations of 2.6e11 MACs 28 s)
+SECONDS_PER_MAC = 8.8e-11
+SECONDS_PER_GATHERED = 1.8e-8
+SECONDS_PER_GRAM_MAC = 1.1e-10
 ROWS_PER_BATCH = 4096  # positions sampled per batch and layer (a 56x56 map has 3136 per image)
 
 
@@ -65,19 +69,20 @@ class Reconstruction:
         return self._refit_note() + tail
 
     def _refit_note(self) -> str:
-        stop = next((r for r in self.layers if "stopped_at_wave" in r), None)
-        cut_short = (f" (stopped after {stop['stopped_at_wave']} of {stop['waves']} waves: time budget "
-                     f"{RECONSTRUCT_SECONDS:g} s)") if stop else ""
-        return self._refit_summary() + cut_short
-
-    def _refit_summary(self) -> str:
+        plan = next((r for r in self.layers if "of_waves" in r), None)
+        on = ""
+        if plan is not None:
+            on = f" on {plan['rows']} calibration rows"
+            if plan["waves"] < plan["of_waves"]:
+                on += (f" (stopped after {plan['waves']} of {plan['of_waves']} waves: work budget "
+                       f"{WORK_SECONDS:g} reference s)")
         kept = [r for r in self.layers if r.get("kept")]
         if not kept:
-            return "least-squares reconstruction: no layer improved (left as cut)"
+            return f"least-squares reconstruction{on}: no layer improved (left as cut)"
         before = np.median([r["error_before"] for r in kept])
         after = np.median([r["error_after"] for r in kept])
         refit = [r for r in self.layers if "kept" in r]
-        return (f"least-squares reconstruction refit {len(kept)} of {len(refit)} affected layers in "
+        return (f"least-squares reconstruction refit {len(kept)} of {len(refit)} affected layers{on} in "
                 f"{self.seconds:.1f} s: held-out pre-activation error {before:.3f} -> {after:.3f} (median relative)")
 
 
@@ -138,15 +143,14 @@ def _sample(total: int, rng, limit: int | None) -> np.ndarray | None:
 
 
 def _patches(x: np.ndarray, layer: Layer, w_shape: tuple, rows: np.ndarray | None = None) -> np.ndarray:
-    """im2col: [n, C, H, W] -> [rows, group, C/group * kh * kw] for the layer's Conv, where a row is an
-    (image, output position) in row-major order; `rows` picks some of them (default: all). Only the
-    picked patches are gathered: building every patch of a 24x160 map and sampling after took half
-    of the refit's time on ppocr-rec."""
+    """im2col: [n, C, H, W] -> [rows, group, kh * kw * C/group] (float64) for the layer's Conv, where a row
+    is an (image, output position) in row-major order and the columns run (kh, kw, channel); `rows` picks
+    some of them (default: all). Only the picked patches are gathered, one kernel tap at a time from a
+    channels-last copy: twice as fast as gathering [c, kh, kw] windows, which took 44 of the refit's 112 s
+    on ppocr-rec."""
     if x.ndim == 3:  # Conv1d
         x = x[:, :, None, :]
-    kh, kw = w_shape[2], (w_shape[3] if len(w_shape) == 4 else w_shape[2])
-    if len(w_shape) == 3:
-        kh, kw = 1, w_shape[2]
+    kh, kw = (1, w_shape[2]) if len(w_shape) == 3 else (w_shape[2], w_shape[3])
     a = layer.attrs
     nd = 2 if len(w_shape) == 4 else 1
     begin, end = conv_pads(a, x.shape[-nd:], w_shape[2:])  # auto_pad too (keras exports say VALID / SAME)
@@ -155,16 +159,22 @@ def _patches(x: np.ndarray, layer: Layer, w_shape: tuple, rows: np.ndarray | Non
     if nd == 1:
         begin, end, strides, dil = [0] + begin, [0] + end, [1, strides[0]], [1, dil[0]]
     x = np.pad(x, ((0, 0), (0, 0), (begin[0], end[0]), (begin[1], end[1])))
-    n, c = x.shape[:2]
-    eh, ew = (kh - 1) * dil[0] + 1, (kw - 1) * dil[1] + 1
-    win = np.lib.stride_tricks.sliding_window_view(x, (eh, ew), axis=(2, 3))[:, :, ::strides[0], ::strides[1]]
-    win = win[..., ::dil[0], ::dil[1]]  # a view: [n, c, ho, wo, kh, kw]
-    ho, wo = win.shape[2], win.shape[3]
+    n, c, h, w = x.shape
+    ho = (h - (kh - 1) * dil[0] - 1) // strides[0] + 1
+    wo = (w - (kw - 1) * dil[1] - 1) // strides[1] + 1
     if rows is None:
         rows = np.arange(n * ho * wo)
     img, oy, ox = np.unravel_index(rows, (n, ho, wo))
+    oy, ox = oy * strides[0], ox * strides[1]
+    last = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # [n, h, w, c]: a tap gathers whole rows of c
+    out = np.empty((len(rows), kh, kw, c))
+    for dy in range(kh):
+        for dx in range(kw):
+            out[:, dy, dx] = last[img, oy + dy * dil[0], ox + dx * dil[1]]
     g = int(a.get("group", 1))
-    return win[img, :, oy, ox].reshape(len(rows), g, (c // g) * kh * kw)  # gathers [rows, c, kh, kw]
+    if g > 1:
+        out = out.reshape(len(rows), kh, kw, g, c // g).transpose(0, 3, 1, 2, 4)
+    return out.reshape(len(rows), g, kh * kw * (c // g))
 
 
 def design(x: np.ndarray, y: np.ndarray, layer: Layer, w_shape: tuple, rng=None, limit: int | None = None):
@@ -188,20 +198,24 @@ def design(x: np.ndarray, y: np.ndarray, layer: Layer, w_shape: tuple, rng=None,
         if rows is not None:
             a, yy = a[rows], yy[rows]
         a, yy = a[:, None, :], yy[:, None, :]
-    return a.astype(np.float64), yy.astype(np.float64)
+    return a.astype(np.float64, copy=False), yy.astype(np.float64)
 
 
-def _weights_as_system(w: np.ndarray, layer: Layer, groups: int) -> np.ndarray:
-    """The weight as [G, D, out/G] matching `design`'s columns."""
+def weights_as_system(w: np.ndarray, layer: Layer, groups: int) -> np.ndarray:
+    """The weight as [G, D, out/G] matching `design`'s columns ((kh, kw, channel) for a Conv)."""
     if layer.op == "Conv":
-        out = w.shape[0]
-        return w.reshape(groups, out // groups, -1).transpose(0, 2, 1)
+        out, cg = w.shape[:2]
+        w = w.reshape(groups, out // groups, cg, -1)  # [G, o, c, taps]
+        return w.transpose(0, 3, 2, 1).reshape(groups, -1, out // groups)
     return (w.T if layer.transposed else w)[None]
 
 
-def _system_to_weights(sol: np.ndarray, layer: Layer, w_shape: tuple) -> np.ndarray:
+def system_to_weights(sol: np.ndarray, layer: Layer, w_shape: tuple) -> np.ndarray:
+    """The inverse of `weights_as_system`."""
     if layer.op == "Conv":
-        return sol.transpose(0, 2, 1).reshape(w_shape)
+        groups, out, cg = sol.shape[0], w_shape[0], w_shape[1]
+        taps = sol.reshape(groups, -1, cg, out // groups)  # [G, taps, c, o]
+        return taps.transpose(0, 3, 2, 1).reshape(w_shape)
     return sol[0].T if layer.transposed else sol[0]
 
 
@@ -238,12 +252,66 @@ class _Accumulator:
         return float(np.sqrt(num / max(den, 1e-30)))
 
 
+@dataclass
+class RefitCost:
+    """A refit's estimated cost in reference seconds: per calibration row, and once."""
+    per_row: float
+    fixed: float
+
+    def rows_within(self, seconds: float) -> int:
+        return int(max(seconds - self.fixed, 0.0) / self.per_row) if self.per_row > 0 else 1 << 30
+
+
+def _system_size(layer: Layer, x: np.ndarray, y: np.ndarray, w_shape: tuple) -> tuple[int, int, int, int]:
+    """(positions per row, groups, features, outputs per group) of the layer's least-squares system."""
+    if layer.op == "Conv":
+        groups = int(layer.attrs.get("group", 1))
+        return int(np.prod(y.shape[2:])), groups, int(np.prod(w_shape[1:])), w_shape[0] // groups
+    return int(np.prod(x.shape[1:-1])), 1, x.shape[-1], y.shape[-1]
+
+
+def refit_work(layers: list[Layer], refit: list[Layer], xs: dict, ys: dict, shapes: dict, batch: int) -> dict[str, RefitCost]:
+    """Each refit layer's estimated cost (the forward runs of both models charged to the first wave's
+    layers), from one batch of `batch` rows: `xs` / `ys` hold every layer's input and output on it."""
+    forward = sum(2 * pos * g * d * o for pos, g, d, o in  # MACs per row of both models' linear layers
+                  (_system_size(l, xs[l.x], ys[l.y], shapes[l.node]) for l in layers))
+    work = {}
+    for layer in refit:
+        pos, g, d, o = _system_size(layer, xs[layer.x], ys[layer.y], shapes[layer.node])
+        if d > MAX_FEATURES:
+            continue
+        d1 = d + 1
+        sampled = min(batch * pos, ROWS_PER_BATCH) / batch  # design rows per calibration row
+        per_row = sampled * g * (d * SECONDS_PER_GATHERED + (d1 * d1 + d1 * o) * SECONDS_PER_GRAM_MAC)
+        work[layer.node] = RefitCost(per_row, g * d1 ** 3 / 3 * SECONDS_PER_GRAM_MAC)
+    if work:
+        first = next(iter(work))
+        work[first] = RefitCost(work[first].per_row + forward * SECONDS_PER_MAC, work[first].fixed)
+    return work
+
+
+def plan_rows(work: dict[str, RefitCost], wave: dict[str, int], rows: int, seconds: float) -> tuple[int, int]:
+    """(calibration rows, waves) the refit takes within `seconds`: every row up to SAMPLES, fewer rows
+    down to MIN_SAMPLES, then only the waves that fit, in order."""
+    total = RefitCost(sum(w.per_row for w in work.values()), sum(w.fixed for w in work.values()))
+    rows = min(rows, max(total.rows_within(seconds), min(rows, MIN_SAMPLES)))
+    spent, waves = 0.0, max(wave.values(), default=-1) + 1
+    for k in range(waves):
+        spent += sum(w.per_row * rows + w.fixed for node, w in work.items() if wave[node] == k)
+        if spent > seconds:
+            return rows, k
+    return rows, waves
+
+
 def reconstruct(masked: onnx.ModelProto, original: onnx.ModelProto, inputs: dict[str, np.ndarray], *,
                 ridge: float = 1e-3, batch: int = 32, fixed_batch: int = 1, seed: int = 0,
                 progress=None, refit: bool = True, bn_stats: bool = False,
                 max_seconds: float | None = None) -> Reconstruction:
     """Refit the linear layers of `masked` (the cut model, 0/1 gates in place) to reproduce
-    `original`'s pre-activations on calibration `inputs`. Returns the changed initializers."""
+    `original`'s pre-activations on calibration `inputs`. Returns the changed initializers.
+
+    `max_seconds`: the refit's work budget (estimated reference seconds, not wall time): fewer rows
+    of `inputs`, then fewer waves, where the whole would not fit."""
     say = progress or (lambda msg, **info: None)
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -251,28 +319,33 @@ def reconstruct(masked: onnx.ModelProto, original: onnx.ModelProto, inputs: dict
     work = onnx.ModelProto()
     work.CopyFrom(masked)
     inits = {t.name: t for t in work.graph.initializer}
-    n_batches = -(-next(iter(inputs.values())).shape[0] // batch)
-    hold = n_batches - 1 if n_batches > 1 else None  # the last batch: held out to judge each refit
+    shapes = {l.node: tuple(inits[l.weight].dims) for l in layers}
 
     # Which layers see a changed input, and the waves in which they can be refit together: a layer
     # waits for every refit layer upstream of it.
     first = {k: v[:batch] for k, v in inputs.items()}
     got_m = runner(work, [l.x for l in layers], fixed_batch)(first)
-    got_o = runner(original, [l.x_orig for l in layers], fixed_batch)(first)
+    got_o = runner(original, [l.x_orig for l in layers] + [l.y for l in layers], fixed_batch)(first)
     affected = [l for l in layers if refit and not np.array_equal(got_m[l.x], got_o[l.x_orig])]
     wave = wave_of(work, [(l.node, l.x) for l in affected])
-    forward_m, forward_o = Forward(inputs, fixed_batch), Forward(inputs, fixed_batch)
-    results, params = [], {}
     waves = max(wave.values(), default=-1) + 1
-    for k in range(waves):
-        if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
-            # the waves run both models over the calibration rows and solve a system per layer: deep
-            # models on a small machine could take tens of minutes; the refits so far stand
-            results.append({"layer": "time budget", "stopped_at_wave": k, "waves": waves})
-            break
+    rows, planned = next(iter(inputs.values())).shape[0], waves
+    results: list[dict] = []
+    if max_seconds is not None and affected:
+        cost = refit_work(layers, affected, got_m, got_o, shapes, next(iter(first.values())).shape[0])
+        rows, planned = plan_rows(cost, wave, rows, max_seconds)
+        inputs = {k: v[:rows] for k, v in inputs.items()}
+        results.append({"layer": "work budget", "rows": rows, "waves": planned, "of_waves": waves,
+                        "estimated_seconds": round(sum(w.per_row * rows + w.fixed for n, w in cost.items()
+                                                       if wave[n] < planned), 1)})
+    n_batches = -(-rows // batch)
+    hold = 0 if n_batches > 1 else None  # the first batch, always a full one: held out to judge each refit
+    forward_m, forward_o = Forward(inputs, fixed_batch), Forward(inputs, fixed_batch)
+    params = {}
+    for k in range(planned):
         todo = [l for l in affected if wave[l.node] == k]
-        say(f"reconstructing layers (wave {k + 1}/{waves})")
-        accs, shapes = {}, {l.node: tuple(inits[l.weight].dims) for l in todo}
+        say(f"reconstructing layers (wave {k + 1}/{planned})")
+        accs = {}
         # a batch at a time: refits change only what later waves read
         pairs = zip(forward_m.run(work, [l.x for l in todo], batch), forward_o.run(original, [l.y for l in todo], batch))
         for bi, (xm, yo) in enumerate(pairs):
@@ -286,41 +359,46 @@ def reconstruct(masked: onnx.ModelProto, original: onnx.ModelProto, inputs: dict
                 acc.add(a, y, bi == hold)
         for layer in todo:
             acc = accs.get(layer.node)
-            if acc is None:
-                continue
-            w = numpy_helper.to_array(inits[layer.weight]).astype(np.float64)
-            groups = acc.ata.shape[0]
-            w0 = _weights_as_system(w, layer, groups)
-            b0 = None
-            if acc.bias:
-                b = numpy_helper.to_array(inits[layer.bias]) if layer.bias else np.zeros(w0.shape[0] * w0.shape[2])
-                b0 = b.astype(np.float64).reshape(groups, -1)
-            sol = acc.solve(w0, b0, ridge)
-            if acc.held:
-                prior = w0 if b0 is None else np.concatenate([w0, b0[:, None, :]], axis=1)
-                before, after = acc.error(prior), acc.error(sol)
-            else:
-                before, after = 1.0, 0.0
-            keep = after < before
-            results.append({"layer": layer.node, "error_before": round(before, 6), "error_after": round(after, 6),
-                            "kept": bool(keep)})
-            if not keep:
-                continue
-            new_w = _system_to_weights(sol[:, :w0.shape[1], :], layer, w.shape).astype(np.float32)
-            _set(inits[layer.weight], new_w, params)
-            if acc.bias:
-                fitted = sol[:, -1, :].reshape(-1).astype(np.float32)
-                if layer.bias:
-                    _set(inits[layer.bias], fitted.reshape(numpy_helper.to_array(inits[layer.bias]).shape), params)
-                else:  # BN(y + b) with mean m equals BN(y) with mean m - b
-                    mean = numpy_helper.to_array(inits[layer.bn_mean])
-                    _set(inits[layer.bn_mean], (mean - fitted).astype(mean.dtype), params)
+            if acc is not None:
+                results.append(_refit(layer, acc, inits, ridge, params))
     if bn_stats:
         say("re-estimating BatchNorm statistics")
         bn = reestimate_bn(work, inputs, batch=batch, fixed_batch=fixed_batch)
         params.update(bn)
         results.append({"layer": "BatchNormalization statistics", "re_estimated": len(bn) // 2})
     return Reconstruction(params, results, time.perf_counter() - t0)
+
+
+def _refit(layer: Layer, acc: _Accumulator, inits: dict, ridge: float, params: dict) -> dict:
+    """Solve one layer's system; keep the solution (in `inits` and `params`) if it lowers the held-out error."""
+    w = numpy_helper.to_array(inits[layer.weight]).astype(np.float64)
+    groups = acc.ata.shape[0]
+    w0 = weights_as_system(w, layer, groups)
+    b0 = None
+    if acc.bias:
+        b = numpy_helper.to_array(inits[layer.bias]) if layer.bias else np.zeros(w0.shape[0] * w0.shape[2])
+        b0 = b.astype(np.float64).reshape(groups, -1)
+    sol = acc.solve(w0, b0, ridge)
+    if acc.held:
+        prior = w0 if b0 is None else np.concatenate([w0, b0[:, None, :]], axis=1)
+        before, after = acc.error(prior), acc.error(sol)
+    else:
+        before, after = 1.0, 0.0
+    keep = after < before
+    result = {"layer": layer.node, "error_before": round(before, 6), "error_after": round(after, 6),
+              "kept": bool(keep)}
+    if not keep:
+        return result
+    new_w = system_to_weights(sol[:, :w0.shape[1], :], layer, w.shape).astype(np.float32)
+    _set(inits[layer.weight], new_w, params)
+    if acc.bias:
+        fitted = sol[:, -1, :].reshape(-1).astype(np.float32)
+        if layer.bias:
+            _set(inits[layer.bias], fitted.reshape(numpy_helper.to_array(inits[layer.bias]).shape), params)
+        else:  # BN(y + b) with mean m equals BN(y) with mean m - b
+            mean = numpy_helper.to_array(inits[layer.bn_mean])
+            _set(inits[layer.bn_mean], (mean - fitted).astype(mean.dtype), params)
+    return result
 
 
 def reestimate_bn(model: onnx.ModelProto, inputs: dict[str, np.ndarray], *, batch: int = 32,
@@ -378,4 +456,4 @@ def reconstruct_cut(analysis, keep_units: np.ndarray, inputs: dict[str, np.ndarr
     # the model runs `size` rows at a time: the training batch, or the static model's own batch size
     return reconstruct(build_masked(batched, keep_units), reference, calib, ridge=ridge, batch=batch,
                        fixed_batch=size, seed=seed, progress=progress, refit=refit, bn_stats=bn_stats,
-                       max_seconds=RECONSTRUCT_SECONDS)
+                       max_seconds=WORK_SECONDS)

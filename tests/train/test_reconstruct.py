@@ -9,7 +9,7 @@ import pytest
 
 import onnxmorph
 from onnxmorph.fidelity import run_batched
-from onnxmorph.train.reconstruct import Layer, design
+from onnxmorph.train.reconstruct import Layer, RefitCost, design, plan_rows, system_to_weights, weights_as_system
 from zoo import conv_chain, grouped_and_depthwise, linear_layers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,10 +63,10 @@ def test_the_design_matrix_reproduces_the_conv(case, limit):
     y = run_batched(model, {"x": x})["y"]
     layer = Layer("conv", "Conv", "x", "x", "y", "w", attrs=attrs)
     a, yy = design(x, y, layer, w.shape, np.random.default_rng(0), limit)
-    groups = attrs.get("group", 1)
-    system = w.reshape(groups, w_shape[0] // groups, -1).transpose(0, 2, 1)  # [G, D, out/G]
+    system = weights_as_system(w, layer, attrs.get("group", 1))  # [G, D, out/G]
     assert len(a) == min(limit or y.size, y.size // w_shape[0])
     np.testing.assert_allclose(np.einsum("rgi,gio->rgo", a, system), yy, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(system_to_weights(system, layer, w.shape), w)
 
 
 @pytest.mark.parametrize("pattern", [conv_chain, grouped_and_depthwise, linear_layers, auto_pad_chain],
@@ -158,12 +158,25 @@ def test_a_budget_the_learning_rate_probe_uses_up_still_prunes():
     assert res.report["pruned"]["macs"] <= 0.5 * res.report["original"]["macs"]
 
 
-def test_reconstruction_stops_at_its_time_budget(monkeypatch):
+def test_the_refit_takes_the_rows_and_waves_its_work_budget_allows():
+    """The budget is estimated work, not wall time, so a loaded machine refits the same rows: all of
+    them if they fit, fewer down to 64, then only the first waves."""
+    cost = {"a": RefitCost(per_row=1.0, fixed=10.0), "b": RefitCost(per_row=0.5, fixed=0.0)}
+    wave = {"a": 0, "b": 1}
+    assert plan_rows(cost, wave, 512, 1e9) == (512, 2)
+    assert plan_rows(cost, wave, 512, 160.0) == (100, 2)  # (160 - 10) / 1.5 rows
+    assert plan_rows(cost, wave, 40, 160.0) == (40, 2)
+    assert plan_rows(cost, wave, 512, 100.0) == (64, 1)  # wave 0 on 64 rows: 74 s, wave 1 another 32 s
+    assert plan_rows(cost, wave, 512, 50.0) == (64, 0)
+
+
+def test_reconstruction_stops_at_its_work_budget(monkeypatch):
     """Deep models on a small machine: the waves past the budget are skipped and the note says so."""
     import onnxmorph.train.reconstruct as reconstruct
 
-    monkeypatch.setattr(reconstruct, "RECONSTRUCT_SECONDS", 0.0)
+    monkeypatch.setattr(reconstruct, "WORK_SECONDS", 0.0)
     data = {"input": np.random.default_rng(0).standard_normal((200, 3, 16, 16)).astype(np.float32)}
     res = onnxmorph.prune(conv_chain(), method="magnitude", target="flops=0.5", data=data, steps=0)
     assert res.report["verify"]["passed"]
-    assert any("stopped after 0 of 3 waves" in n for n in res.report["notes"])
+    assert any("on 64 calibration rows (stopped after 0 of 3 waves" in n for n in res.report["notes"]), \
+        res.report["notes"]
