@@ -82,8 +82,10 @@ class Reconstruction:
         before = np.median([r["error_before"] for r in kept])
         after = np.median([r["error_after"] for r in kept])
         refit = [r for r in self.layers if "kept" in r]
-        return (f"least-squares reconstruction refit {len(kept)} of {len(refit)} affected layers{on} in "
-                f"{self.seconds:.1f} s: held-out pre-activation error {before:.3f} -> {after:.3f} (median relative)")
+        took = f" in {self.seconds:.1f} s" + (f" (estimated {plan['estimated_seconds']:g} s on the reference machine)"
+                                              if plan is not None else "")
+        return (f"least-squares reconstruction refit {len(kept)} of {len(refit)} affected layers{on}{took}: "
+                f"held-out pre-activation error {before:.3f} -> {after:.3f} (median relative)")
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -270,7 +272,8 @@ def _system_size(layer: Layer, x: np.ndarray, y: np.ndarray, w_shape: tuple) -> 
     return int(np.prod(x.shape[1:-1])), 1, x.shape[-1], y.shape[-1]
 
 
-def refit_work(layers: list[Layer], refit: list[Layer], xs: dict, ys: dict, shapes: dict, batch: int) -> dict[str, RefitCost]:
+def refit_work(layers: list[Layer], refit: list[Layer], xs: dict, ys: dict, shapes: dict,
+               batch: int) -> dict[str, RefitCost]:
     """Each refit layer's estimated cost (the forward runs of both models charged to the first wave's
     layers), from one batch of `batch` rows: `xs` / `ys` hold every layer's input and output on it."""
     forward = sum(2 * pos * g * d * o for pos, g, d, o in  # MACs per row of both models' linear layers
@@ -335,9 +338,9 @@ def reconstruct(masked: onnx.ModelProto, original: onnx.ModelProto, inputs: dict
         cost = refit_work(layers, affected, got_m, got_o, shapes, next(iter(first.values())).shape[0])
         rows, planned = plan_rows(cost, wave, rows, max_seconds)
         inputs = {k: v[:rows] for k, v in inputs.items()}
+        estimate = sum(w.per_row * rows + w.fixed for n, w in cost.items() if wave[n] < planned)
         results.append({"layer": "work budget", "rows": rows, "waves": planned, "of_waves": waves,
-                        "estimated_seconds": round(sum(w.per_row * rows + w.fixed for n, w in cost.items()
-                                                       if wave[n] < planned), 1)})
+                        "estimated_seconds": round(estimate, 1)})
     n_batches = -(-rows // batch)
     hold = 0 if n_batches > 1 else None  # the first batch, always a full one: held out to judge each refit
     forward_m, forward_o = Forward(inputs, fixed_batch), Forward(inputs, fixed_batch)
