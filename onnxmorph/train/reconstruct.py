@@ -79,14 +79,14 @@ class Reconstruction:
             if plan["waves"] < plan["of_waves"]:
                 on += (f" (stopped after {plan['waves']} of {plan['of_waves']} waves: work budget "
                        f"{plan['budget_seconds']:g} reference s)")
-        kept = [r for r in self.layers if r.get("kept")]
-        if not any("kept" in r for r in self.layers):
+        refit = [r for r in self.layers if "kept" in r]
+        kept = [r for r in refit if r["kept"]]
+        if not refit:
             return f"least-squares reconstruction{on}: no layer refit (left as cut)"
         if not kept:
             return f"least-squares reconstruction{on}: no layer improved (left as cut)"
         before = np.median([r["error_before"] for r in kept])
         after = np.median([r["error_after"] for r in kept])
-        refit = [r for r in self.layers if "kept" in r]
         took = f" in {self.seconds:.1f} s"
         if plan is not None:
             estimate = plan["estimated_seconds"]
